@@ -1,0 +1,110 @@
+"""Turning a getBalance answer (status and body bytes) into a Decimal or an error."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, DecimalException
+from typing import Any
+
+from .errors import (
+    AccountDisabledError,
+    ApiError,
+    GuardError,
+    InvalidKeyError,
+    LowBalanceError,
+)
+
+__all__ = ["MalformedResponse", "error_from_object", "parse_balance_response"]
+
+#: answers longer than this are not JSON the API would send
+MAX_BODY_BYTES = 64 * 1024
+
+
+class MalformedResponse(Exception):
+    """The body is not the documented JSON (a transient failure: worth retrying)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _short(text: object, limit: int = 80) -> str:
+    s = str(text).replace("\n", " ").replace("\r", " ")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def error_from_object(err: Any) -> GuardError:
+    """Map the API's ``error`` object to the matching :class:`GuardError`."""
+    if not isinstance(err, dict):
+        err = {}
+    code = err.get("errorCode")
+    code = code if isinstance(code, str) and code else "ERROR_UNKNOWN"
+    description = err.get("errorDescription")
+    description = _short(description, 200) if isinstance(description, str) else ""
+    said = f" (VastCap said: {description})" if description else ""
+    if code == "ERROR_KEY_DOES_NOT_EXIST":
+        return InvalidKeyError(
+            f"VastCap does not know this API key{said}. "
+            "Check the key in your settings or the VASTCAP_API_KEY environment variable."
+        )
+    if code == "ERROR_ACCOUNT_DISABLED":
+        return AccountDisabledError(
+            f"The VastCap account is disabled{said}. Contact VastCap support or use another account."
+        )
+    if code in {"ERROR_ZERO_BALANCE", "ERROR_INSUFFICIENT_BALANCE"}:
+        return LowBalanceError(
+            f"VastCap reports the balance is insufficient ({code}){said}. "
+            "Top up the account from the VastCap dashboard.",
+            balance=Decimal(0),
+            minimum=Decimal("0.001"),
+        )
+    return ApiError(
+        f"VastCap answered getBalance with error {_short(code, 60)}{said}.",
+        code=code,
+        description=description,
+    )
+
+
+def parse_balance_response(status: int, body: bytes) -> Decimal:
+    """Parse a getBalance answer.
+
+    Returns the balance as an exact :class:`~decimal.Decimal`. Raises a :class:`GuardError`
+    for an ``error`` object (a definitive answer, whatever the HTTP status) and
+    :class:`MalformedResponse` for anything else that is not ``{"balance": <number>}``.
+    """
+    if len(body) > MAX_BODY_BYTES:
+        raise MalformedResponse(f"HTTP {status}, body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(
+            body.decode("utf-8"),
+            parse_float=Decimal,
+            parse_int=Decimal,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        kind = "HTML" if body.lstrip()[:1] == b"<" else "not JSON"
+        raise MalformedResponse(f"HTTP {status}, body is {kind}") from exc
+    if not isinstance(data, dict):
+        raise MalformedResponse(f"HTTP {status}, JSON is a {type(data).__name__}, not an object")
+    err = data.get("error")
+    if isinstance(err, dict):
+        raise error_from_object(err)
+    error_id = data.get("errorId")
+    if isinstance(error_id, Decimal) and error_id != 0 and isinstance(data.get("errorCode"), str):
+        # the flat form some solver APIs use: {"errorId": 1, "errorCode": ...}
+        raise error_from_object(data)
+    if status >= 400:
+        raise MalformedResponse(f"HTTP {status} without an error object")
+    if "balance" not in data:
+        raise MalformedResponse(f"HTTP {status}, JSON has no 'balance'")
+    balance = data["balance"]
+    # bool is not a number here; json gives Decimal for every number thanks to parse_*.
+    if not isinstance(balance, Decimal):
+        raise MalformedResponse(f"HTTP {status}, balance is not a number: {_short(repr(balance), 40)}")
+    try:
+        if not balance.is_finite():
+            raise MalformedResponse(f"HTTP {status}, balance is not finite")
+        # normalise -0 and exponents without losing exactness
+        return balance + Decimal(0)
+    except DecimalException as exc:  # an exponent beyond Decimal's range
+        raise MalformedResponse(f"HTTP {status}, balance is not a valid number") from exc

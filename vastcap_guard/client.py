@@ -1,0 +1,179 @@
+"""The VastCap balance client: one ``requests.Session``, bounded retries, exact Decimals."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from ._parse import MAX_BODY_BYTES, MalformedResponse, parse_balance_response
+from ._secrets import mask_key
+from .errors import ApiUnavailableError, ConfigError, InvalidKeyError
+
+__all__ = ["DEFAULT_API_URL", "BalanceClient", "check_api_url"]
+
+logger = logging.getLogger("vastcap_guard.client")
+
+DEFAULT_API_URL = "https://captcha.vast.sh/api/solver"
+_USER_AGENT = "vastcap-guard"
+_RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+
+
+def check_api_url(api_url: object, setting: str = "api_url") -> str:
+    """Validate an API base URL; return it without a trailing slash."""
+    if not isinstance(api_url, str) or not api_url.strip():
+        raise ConfigError(f"{setting} must be an http(s) URL, got {api_url!r}.", setting=setting)
+    url = api_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(
+            f"{setting} must be an http:// or https:// URL, got {url!r}.", setting=setting
+        )
+    return url
+
+
+class BalanceClient:
+    """Reads a VastCap account's balance.
+
+    ``timeout`` bounds one HTTP attempt. Transient failures (connection errors, timeouts,
+    HTTP 5xx and 429, a body that is not the documented JSON) are retried up to ``retries``
+    times with exponential backoff and full jitter, and never beyond ``total_timeout`` seconds
+    (default: three times ``timeout``). An ``error`` object from the API is a definitive answer and
+    is raised at once as the matching :class:`~vastcap_guard.GuardError`.
+
+    The client is thread-safe for :meth:`get_balance`; close it (or use it as a context manager)
+    to release its connections.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.25,
+        max_backoff: float = 2.0,
+        total_timeout: float | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not api_key or not isinstance(api_key, str) or not api_key.strip():
+            raise InvalidKeyError(
+                "No VastCap API key is configured. Set VASTCAP_API_KEY (or pass api_key)."
+            )
+        self._api_key = api_key.strip()
+        self.api_url = check_api_url(api_url)
+        if not _positive(timeout):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}.", setting="timeout")
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}.", setting="retries")
+        self.timeout = float(timeout)
+        self.retries = retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.total_timeout = float(total_timeout) if total_timeout is not None else 3 * self.timeout
+        self._session = session or requests.Session()
+        self._session.headers.setdefault("User-Agent", _USER_AGENT)
+        self._lock = threading.Lock()  # requests.Session is not documented as thread-safe
+
+    @property
+    def masked_key(self) -> str:
+        return mask_key(self._api_key)
+
+    def __repr__(self) -> str:
+        return f"BalanceClient(api_key={self.masked_key!r}, api_url={self.api_url!r})"
+
+    def __enter__(self) -> BalanceClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def get_balance(self) -> Decimal:
+        """Return the balance in USD, or raise a :class:`~vastcap_guard.GuardError`."""
+        deadline = time.monotonic() + self.total_timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return self._attempt(min(self.timeout, max(remaining, 0.001)))
+            except _Transient as exc:
+                problem = str(exc)
+            attempt += 1
+            delay = random.uniform(0, min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+            if attempt > self.retries or time.monotonic() + delay >= deadline:
+                raise ApiUnavailableError(
+                    f"VastCap's getBalance could not be read after {attempt} attempt(s) "
+                    f"({problem}). Check the network and {self.api_url}; the guard retries at "
+                    "its next check."
+                ) from None
+            logger.debug("getBalance attempt %d failed (%s); retrying in %.2fs", attempt, problem, delay)
+            time.sleep(delay)
+
+    def _attempt(self, timeout: float) -> Decimal:
+        url = f"{self.api_url}/getBalance"
+        with self._lock:
+            try:
+                resp = self._session.post(
+                    url, json={"clientKey": self._api_key}, timeout=timeout, stream=True
+                )
+                try:
+                    body = _read_limited(resp)
+                finally:
+                    resp.close()
+            except requests.Timeout:
+                raise _Transient(f"no answer within {timeout:.3g}s") from None
+            except requests.RequestException as exc:
+                raise _Transient(_describe_request_error(exc)) from None
+        try:
+            return parse_balance_response(resp.status_code, body)
+        except MalformedResponse as exc:
+            if resp.status_code < 400 or resp.status_code in _RETRY_STATUSES:
+                raise _Transient(str(exc)) from None
+            # any other 4xx without an error object: the URL or the request is wrong
+            raise ApiUnavailableError(
+                f"VastCap's getBalance answered HTTP {resp.status_code} at {url} ({exc}). "
+                "Check the API URL."
+            ) from None
+
+
+class _Transient(Exception):
+    pass
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0 and float(value) != float("inf")
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_limited(resp: requests.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in resp.iter_content(chunk_size=16384):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            break
+    return b"".join(chunks)
+
+
+def _describe_request_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        if "refused" in text.lower():
+            return "connection refused"
+        if "reset" in text.lower() or "aborted" in text.lower() or "RemoteDisconnected" in text:
+            return "connection dropped"
+        return "connection failed"
+    return type(exc).__name__

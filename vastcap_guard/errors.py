@@ -1,0 +1,121 @@
+"""The exceptions vastcap-guard raises.
+
+Every error is a :class:`GuardError` with a stable, machine-readable :attr:`GuardError.reason`
+(used as the Scrapy close reason and the CLI outcome) and a message for humans that says what
+happened and what to do. No message ever contains the API key; where the key must be named, its
+masked form (``vc_…9f3a``) is used.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+__all__ = [
+    "REASONS",
+    "AccountDisabledError",
+    "ApiError",
+    "ApiUnavailableError",
+    "BudgetExceededError",
+    "ConfigError",
+    "GuardError",
+    "InvalidKeyError",
+    "LowBalanceError",
+]
+
+
+class GuardError(Exception):
+    """Base class: the guard says this job must not run (or go on running)."""
+
+    reason: str = "vastcap_error"
+    #: exit code of ``vastcap-guard check`` for this outcome
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class InvalidKeyError(GuardError):
+    """The API key does not exist (``ERROR_KEY_DOES_NOT_EXIST``) or none was configured."""
+
+    reason = "vastcap_invalid_key"
+    exit_code = 11
+
+
+class AccountDisabledError(GuardError):
+    """The account is disabled (``ERROR_ACCOUNT_DISABLED``)."""
+
+    reason = "vastcap_account_disabled"
+    exit_code = 12
+
+
+class LowBalanceError(GuardError):
+    """The balance is below the minimum needed to pay for solving."""
+
+    reason = "vastcap_low_balance"
+    exit_code = 10
+
+    def __init__(self, message: str, *, balance: Decimal, minimum: Decimal) -> None:
+        super().__init__(message)
+        self.balance = balance
+        self.minimum = minimum
+
+
+class BudgetExceededError(GuardError):
+    """The money spent since the guard started reached the configured cap."""
+
+    reason = "vastcap_budget_exceeded"
+    exit_code = 13
+
+    def __init__(self, message: str, *, spent: Decimal, max_spend: Decimal) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.max_spend = max_spend
+
+
+class ApiUnavailableError(GuardError):
+    """The API could not be reached, or answered something that is not the documented JSON."""
+
+    reason = "vastcap_api_unavailable"
+    exit_code = 14
+
+
+class ApiError(GuardError):
+    """The API answered with an error object this library has no specific class for."""
+
+    reason = "vastcap_api_error"
+    exit_code = 15
+
+    def __init__(self, message: str, *, code: str, description: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.description = description
+
+
+class ConfigError(GuardError, ValueError):
+    """A setting or argument has a value the guard cannot use."""
+
+    reason = "vastcap_config_error"
+    exit_code = 2
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+#: every stop reason, for documentation and for code that must handle them all
+REASONS: dict[str, type[GuardError]] = {
+    cls.reason: cls
+    for cls in (
+        InvalidKeyError,
+        AccountDisabledError,
+        LowBalanceError,
+        BudgetExceededError,
+        ApiUnavailableError,
+        ApiError,
+        ConfigError,
+    )
+}

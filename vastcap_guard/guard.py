@@ -1,0 +1,262 @@
+"""The guard's decision logic: readings in, verdicts out. No I/O, no framework.
+
+A :class:`Guard` holds one guarded job's state (its starting balance, what it spent, how many
+checks failed in a row). Every adapter feeds it :class:`Reading` objects and acts on the
+:class:`Verdict` it returns: log and carry on, warn once, or stop with a :class:`GuardError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from .config import GuardConfig
+from .errors import (
+    AccountDisabledError,
+    ApiUnavailableError,
+    BudgetExceededError,
+    GuardError,
+    InvalidKeyError,
+    LowBalanceError,
+)
+
+#: answers about the account that stop at once, whatever the failure policy
+_FINAL = (InvalidKeyError, AccountDisabledError, LowBalanceError)
+
+__all__ = ["Action", "Guard", "Reading", "Verdict", "format_usd", "no_key_error"]
+
+
+def format_usd(amount: Decimal) -> str:
+    """``$10.25``, ``$0.0009``: enough digits to see why a check failed, no float noise."""
+    q = amount.normalize()
+    if q == q.to_integral():
+        return f"${q.quantize(Decimal('0.01'))}"
+    exponent = q.as_tuple().exponent
+    digits = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"${q:.{digits}f}"
+
+
+def no_key_error() -> InvalidKeyError:
+    return InvalidKeyError(
+        "No VastCap API key is configured: set VASTCAP_API_KEY (environment variable or Scrapy "
+        "setting) or pass api_key=. The job was not started."
+    )
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One getBalance result: a balance, or the error that prevented reading it."""
+
+    balance: Decimal | None
+    error: GuardError | None = None
+    #: wall-clock time of the reading (``time.time()``)
+    at: float = field(default_factory=time.time)
+    #: ``time.monotonic()`` of the reading, for ages and intervals
+    monotonic: float = field(default_factory=time.monotonic)
+    #: increasing number per poller, so a reading seen twice is counted once
+    seq: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.balance is not None
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.monotonic
+
+    @property
+    def definitive(self) -> bool:
+        """The API answered with an error object about the account (not a transport failure)."""
+        return self.error is not None and not isinstance(self.error, ApiUnavailableError)
+
+
+class Action(enum.Enum):
+    OK = "ok"
+    #: the balance fell below the warning threshold (reported once per crossing)
+    WARN = "warn"
+    #: the check failed but the failure policy tolerates it; ``verdict.error`` says why
+    FAILED = "failed"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reading: Reading | None
+    #: the stop reason (STOP) or the tolerated failure (FAILED)
+    error: GuardError | None = None
+
+    @property
+    def stop(self) -> bool:
+        return self.action is Action.STOP
+
+    @property
+    def reason(self) -> str | None:
+        return self.error.reason if self.action is Action.STOP and self.error else None
+
+
+class Guard:
+    """One guarded job's state and decisions. Thread-safe.
+
+    Failure policy: a check that still fails after the client's retries is a *failed check*.
+    The first check (pre-flight) stops at once on failure unless ``require_preflight`` is off,
+    because nothing was ever confirmed; later, ``max_failures`` consecutive failed checks stop
+    with the last failure's error (``0`` never stops on failures). An answer about the account
+    (invalid key, disabled account) stops at once.
+    """
+
+    def __init__(self, config: GuardConfig) -> None:
+        self.config = config
+        self._lock = threading.RLock()
+        self.balance: Decimal | None = None
+        self.balance_start: Decimal | None = None
+        #: money spent since the first reading (sum of decreases; a top-up is not negative spend)
+        self.spent = Decimal(0)
+        self.checks = 0
+        self.check_failures = 0
+        self.consecutive_failures = 0
+        self.last_reading: Reading | None = None
+        self.tripped: GuardError | None = None
+        #: spend estimated by cost-aware callers since the last successful reading
+        self.pending_spend = Decimal(0)
+        self._last_seq = -1
+        self._warned = False
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        """A pre-flight verdict exists (the job was allowed to start, or stopped)."""
+        return self.checks > 0 or self.tripped is not None
+
+    def trip(self, error: GuardError) -> GuardError:
+        """Record a stop decided elsewhere (a cost check, a fleet member). The first one wins."""
+        with self._lock:
+            if self.tripped is None:
+                self.tripped = error
+            return self.tripped
+
+    # -- decisions -----------------------------------------------------------------------------
+    def preflight_error(self) -> GuardError | None:
+        """A stop that needs no reading (no key configured)."""
+        if not self.config.api_key:
+            return self.trip(no_key_error())
+        return None
+
+    def observe(self, reading: Reading) -> Verdict | None:
+        """Take one reading into account. Returns ``None`` for a reading already seen."""
+        with self._lock:
+            if reading.seq and reading.seq <= self._last_seq:
+                return None
+            self._last_seq = max(self._last_seq, reading.seq)
+            if self.tripped is not None:
+                return Verdict(Action.STOP, reading, self.tripped)
+            first = self.checks == 0
+            self.checks += 1
+            self.last_reading = reading
+            if reading.error is not None or reading.balance is None:
+                return self._failed(reading, first)
+            self.consecutive_failures = 0
+            balance = reading.balance
+            if self.balance_start is None:
+                self.balance_start = balance
+            elif self.balance is not None and balance < self.balance:
+                self.spent += self.balance - balance
+            self.balance = balance
+            self.pending_spend = Decimal(0)
+            cfg = self.config
+            if balance < cfg.min_balance:
+                return self._stop(reading, self.low_balance_error(balance))
+            if cfg.max_spend is not None and self.spent >= cfg.max_spend:
+                return self._stop(
+                    reading,
+                    BudgetExceededError(
+                        f"This job spent {format_usd(self.spent)} of VastCap balance, reaching its "
+                        f"cap of {format_usd(cfg.max_spend)} (balance now {format_usd(balance)}). "
+                        "Raise the spend cap to let it go on.",
+                        spent=self.spent,
+                        max_spend=cfg.max_spend,
+                    ),
+                )
+            if cfg.warn_balance is not None:
+                if balance < cfg.warn_balance:
+                    if not self._warned:
+                        self._warned = True
+                        return Verdict(Action.WARN, reading)
+                else:
+                    self._warned = False  # topped up: warn again on the next fall
+            return Verdict(Action.OK, reading)
+
+    def _failed(self, reading: Reading, first: bool) -> Verdict:
+        error = reading.error or ApiUnavailableError("getBalance gave no balance.")
+        self.check_failures += 1
+        self.consecutive_failures += 1
+        if isinstance(error, _FINAL):
+            # the API spoke about the account itself: that is an answer, not a failure to get one
+            return self._stop(reading, error)
+        limit = self.config.max_failures
+        if limit == 0:
+            return Verdict(Action.FAILED, reading, error)
+        if first and self.config.require_preflight:
+            return self._stop(reading, error)
+        if self.consecutive_failures >= limit:
+            return self._stop(reading, error)
+        return Verdict(Action.FAILED, reading, error)
+
+    def _stop(self, reading: Reading, error: GuardError) -> Verdict:
+        return Verdict(Action.STOP, reading, self.trip(error))
+
+    def low_balance_error(self, balance: Decimal, *, projected: bool = False) -> LowBalanceError:
+        minimum = self.config.min_balance
+        what = "would fall to" if projected else "is"
+        return LowBalanceError(
+            f"The VastCap balance {what} {format_usd(balance)}, below the minimum of "
+            f"{format_usd(minimum)} needed to solve captchas. Top up the account from the "
+            "VastCap dashboard.",
+            balance=balance,
+            minimum=minimum,
+        )
+
+    def reserve(self, cost: Decimal) -> Decimal:
+        """Account for ``cost`` (USD) about to be spent; return the projected balance.
+
+        Raises the trip error once the guard has stopped, :class:`LowBalanceError` when the last
+        reading minus the estimated spend since it (including ``cost``) would fall below the
+        minimum, and :class:`BudgetExceededError` when it would pass the spend cap. A refusal
+        records nothing and does not trip the guard: the adapter decides.
+        """
+        with self._lock:
+            if self.tripped is not None:
+                raise self.tripped
+            if self.balance is None:
+                raise ApiUnavailableError(
+                    "No VastCap balance has been read yet, so this spend cannot be checked."
+                )
+            projected = self.balance - self.pending_spend - cost
+            if projected < self.config.min_balance:
+                raise self.low_balance_error(projected, projected=True)
+            cap = self.config.max_spend
+            if cap is not None and self.spent + self.pending_spend + cost > cap:
+                spent = self.spent + self.pending_spend + cost
+                raise BudgetExceededError(
+                    f"This spend would bring the job to {format_usd(spent)}, past its cap of "
+                    f"{format_usd(cap)}. Raise the spend cap to let it go on.",
+                    spent=spent,
+                    max_spend=cap,
+                )
+            self.pending_spend += cost
+            return projected
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters for stats and dashboards (money as Decimal)."""
+        with self._lock:
+            return {
+                "balance": self.balance,
+                "balance_start": self.balance_start,
+                "spent": self.spent,
+                "checks": self.checks,
+                "check_failures": self.check_failures,
+                "tripped": self.tripped.reason if self.tripped else None,
+            }

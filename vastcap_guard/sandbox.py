@@ -1,0 +1,419 @@
+"""A local, faithful VastCap API for offline development and tests.
+
+>>> from vastcap_guard.sandbox import Sandbox
+>>> with Sandbox({"vc_demo_key_123456": "10.25"}, price="0.002") as sb:   # doctest: +SKIP
+...     sb.url          # http://127.0.0.1:PORT/api/solver
+...     sb.set_balance("vc_demo_key_123456", 0)
+...     sb.fault("getBalance", "status", status=502, times=1)
+
+It serves ``getBalance``, ``createTask`` and ``getTaskResult`` exactly as documented, debits
+``price`` for every solved task, injects faults per method, and logs every call. Only loopback
+addresses are served. A small control API under ``/_sandbox/`` lets other processes (a crawl, a
+benchmark, the CLI) change balances and faults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from ._secrets import mask_key
+
+__all__ = ["METHODS", "Call", "Fault", "FaultKind", "Sandbox"]
+
+logger = logging.getLogger("vastcap_guard.sandbox")
+
+#: the account a sandbox made without ``accounts`` holds (balance $10)
+DEFAULT_KEY = "vc_sandbox_0000000000000000"
+
+METHODS = ("getBalance", "createTask", "getTaskResult")
+FaultKind = Literal["latency", "status", "html", "malformed", "drop", "body", "hang", "huge"]
+FAULT_KINDS: tuple[str, ...] = ("latency", "status", "html", "malformed", "drop", "body", "hang", "huge")
+
+
+@dataclass
+class Fault:
+    """A misbehaviour of one method.
+
+    - ``latency``: answer normally after ``delay`` seconds;
+    - ``status``: answer HTTP ``status`` with ``body`` (default: a short text);
+    - ``html``: HTTP ``status`` (default 502) with an HTML error page;
+    - ``malformed``: HTTP 200 with broken JSON;
+    - ``body``: HTTP ``status`` (default 200) with exactly ``body`` (``"{}"``, ``'{"balance": true}'``...);
+    - ``drop``: close the connection without answering;
+    - ``hang``: answer nothing for ``delay`` seconds (default 30), then close;
+    - ``huge``: HTTP 200 with a body of ``size`` bytes (default 4 MiB).
+
+    ``times`` limits the fault to the next N calls; ``every=2`` makes every second call fail
+    (the 1st, 3rd, 5th... with ``offset=0``).
+    """
+
+    kind: FaultKind
+    status: int | None = None
+    body: str | bytes | None = None
+    delay: float = 0.0
+    size: int = 4 * 1024 * 1024
+    times: int | None = None
+    every: int | None = None
+    offset: int = 0
+    _seen: int = field(default=0, repr=False)
+
+    def applies(self) -> bool:
+        """Count one call; True when this call gets the fault."""
+        n = self._seen
+        self._seen += 1
+        if self.every:
+            if (n - self.offset) % self.every != 0:
+                return False
+        if self.times is not None:
+            if self.times <= 0:
+                return False
+            self.times -= 1
+        return True
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    at: float
+    monotonic: float
+    key: str  # masked
+    fault: str | None
+
+
+@dataclass
+class _Account:
+    balance: Decimal
+    disabled: bool = False
+
+
+@dataclass
+class _Task:
+    key: str
+    type: str
+    created: float
+    done: bool = False
+
+
+def _money(value: object) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+class Sandbox:
+    """The VastCap API on ``http://127.0.0.1:<port>/api/solver``. Start it, or use ``with``."""
+
+    def __init__(
+        self,
+        accounts: Mapping[str, object] | None = None,
+        *,
+        disabled: Iterable[str] = (),
+        price: object = "0.002",
+        solve_delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError("the sandbox serves loopback only (127.0.0.1, localhost or ::1)")
+        self._lock = threading.RLock()
+        if accounts is None:
+            accounts = {DEFAULT_KEY: "10"}
+        self._accounts: dict[str, _Account] = {k: _Account(_money(v)) for k, v in accounts.items()}
+        #: the first account's key (``DEFAULT_KEY`` when no accounts were given)
+        self.key: str | None = next(iter(self._accounts), None)
+        for key in disabled:
+            self._accounts.setdefault(key, _Account(Decimal(0))).disabled = True
+        self.price = _money(price)
+        self.solve_delay = float(solve_delay)
+        self._faults: dict[str, list[Fault]] = {}
+        self._calls: list[Call] = []
+        self._tasks: dict[str, _Task] = {}
+        self._host = host
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        if self._server is not None:
+            return self
+        handler = type("_Handler", (_Handler,), {"sandbox": self})
+        server = ThreadingHTTPServer((self._host, self._port), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._closing.clear()
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="vastcap-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._closing.set()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        host = "[::1]" if self._host == "::1" else "127.0.0.1" if self._host == "localhost" else self._host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The API URL to give the guard (``VASTCAP_API_URL`` / ``api_url=``)."""
+        return f"{self.base_url}/api/solver"
+
+    def __repr__(self) -> str:
+        state = f"url={self.url!r}" if self._server else "stopped"
+        return f"Sandbox({state}, accounts={len(self._accounts)})"
+
+    # -- accounts ------------------------------------------------------------------------------
+    def add_account(self, key: str, balance: object = "10", *, disabled: bool = False) -> None:
+        with self._lock:
+            self._accounts[key] = _Account(_money(balance), disabled)
+
+    def set_balance(self, key: str, balance: object) -> None:
+        with self._lock:
+            self._accounts.setdefault(key, _Account(Decimal(0))).balance = _money(balance)
+
+    def balance(self, key: str) -> Decimal:
+        with self._lock:
+            return self._accounts[key].balance
+
+    def disable(self, key: str, disabled: bool = True) -> None:
+        with self._lock:
+            self._accounts.setdefault(key, _Account(Decimal(0))).disabled = disabled
+
+    def remove_account(self, key: str) -> None:
+        with self._lock:
+            self._accounts.pop(key, None)
+
+    # -- faults --------------------------------------------------------------------------------
+    def fault(self, method: str, kind: FaultKind, **options: Any) -> Fault:
+        """Inject a fault into ``method`` (see :class:`Fault`); returns it. Newest applies first."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        f = Fault(kind, **options)
+        with self._lock:
+            self._faults.setdefault(method, []).insert(0, f)
+        return f
+
+    def clear_faults(self, method: str | None = None) -> None:
+        with self._lock:
+            if method is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(method, None)
+
+    def _pick_fault(self, method: str) -> Fault | None:
+        with self._lock:
+            for f in self._faults.get(method, []):
+                if f.applies():
+                    return f
+        return None
+
+    # -- call log ------------------------------------------------------------------------------
+    def calls(self, method: str | None = None) -> list[Call]:
+        with self._lock:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def call_count(self, method: str | None = None) -> int:
+        return len(self.calls(method))
+
+    def reset_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def _log(self, method: str, key: object, fault: Fault | None) -> None:
+        with self._lock:
+            self._calls.append(Call(method, time.time(), time.monotonic(),
+                                    mask_key(key if isinstance(key, str) else None),
+                                    fault.kind if fault else None))
+
+    # -- the API -------------------------------------------------------------------------------
+    def _account_error(self, key: object) -> dict[str, Any] | None:
+        acct = self._accounts.get(key) if isinstance(key, str) else None
+        if acct is None:
+            return _error(1, "ERROR_KEY_DOES_NOT_EXIST", "Invalid API key")
+        if acct.disabled:
+            return _error(2, "ERROR_ACCOUNT_DISABLED", "The account is disabled")
+        return None
+
+    def handle(self, method: str, payload: Any) -> dict[str, Any]:
+        """Answer one API call (JSON in, JSON out), as the real service would."""
+        if not isinstance(payload, dict):
+            return _error(10, "ERROR_VALIDATION_FAILED", "Request body must be a JSON object")
+        key = payload.get("clientKey")
+        with self._lock:
+            err = self._account_error(key)
+            if err or not isinstance(key, str):
+                return err or _error(1, "ERROR_KEY_DOES_NOT_EXIST", "Invalid API key")
+            acct = self._accounts[key]
+            if method == "getBalance":
+                return {"balance": float(acct.balance)}
+            if method == "createTask":
+                task = payload.get("task")
+                if not isinstance(task, dict) or not isinstance(task.get("type"), str):
+                    return _error(10, "ERROR_VALIDATION_FAILED", "task.type is required")
+                if acct.balance < self.price:
+                    return _error(3, "ERROR_INSUFFICIENT_BALANCE", "Insufficient balance")
+                task_id = str(uuid.uuid4())
+                self._tasks[task_id] = _Task(key, task["type"], time.monotonic())
+                return {"taskId": task_id}
+            if method == "getTaskResult":
+                t = self._tasks.get(payload.get("taskId"))  # type: ignore[arg-type]
+                if t is None or t.key != key:
+                    return _error(16, "ERROR_TASK_NOT_FOUND", "Task not found")
+                if not t.done and time.monotonic() - t.created < self.solve_delay:
+                    return {"status": "processing"}
+                if not t.done:
+                    if acct.balance < self.price:
+                        return {"status": "error", "error": _error(3, "ERROR_INSUFFICIENT_BALANCE",
+                                                                    "Insufficient balance")["error"]}
+                    acct.balance -= self.price
+                    t.done = True
+                return {"status": "ready", "solution": _solution(t.type)}
+        return _error(10, "ERROR_VALIDATION_FAILED", f"Unknown method {method}")  # pragma: no cover
+
+
+def _error(error_id: int, code: str, description: str) -> dict[str, Any]:
+    return {"error": {"errorId": error_id, "errorCode": code, "errorDescription": description}}
+
+
+def _solution(task_type: str) -> dict[str, str]:
+    token = uuid.uuid4().hex
+    t = task_type.lower()
+    if "recaptcha" in t:
+        return {"gRecaptchaResponse": f"03A{token}"}
+    if "image" in t:
+        return {"text": token[:6]}
+    return {"token": f"P1_{token}"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sandbox: Sandbox
+    protocol_version = "HTTP/1.1"
+    server_version = "VastCapSandbox/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("sandbox: " + format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj).encode())
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(min(length, 1 << 20)) if length > 0 else b""
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/_sandbox/calls":
+            self._json(200, [c.__dict__ for c in self.sandbox.calls()])
+        elif self.path.rstrip("/") == "/_sandbox/health":
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"detail": "not found"})
+
+    def do_POST(self) -> None:
+        raw = self._read_body()
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith("/_sandbox/"):
+            return self._control(path[len("/_sandbox/"):], raw)
+        method = path.rsplit("/", 1)[-1]
+        if method not in METHODS:
+            return self._json(404, {"detail": "not found"})
+        try:
+            payload = json.loads(raw or b"null")
+        except ValueError:
+            payload = None
+        sb = self.sandbox
+        fault = sb._pick_fault(method)
+        sb._log(method, payload.get("clientKey") if isinstance(payload, dict) else None, fault)
+        if fault is not None and self._apply_fault(fault):
+            return
+        self._json(200, sb.handle(method, payload))
+
+    def _apply_fault(self, f: Fault) -> bool:
+        """Serve the fault; False when the normal answer should follow (latency)."""
+        closing = self.sandbox._closing
+        if f.kind == "latency":
+            closing.wait(f.delay)
+            return False
+        self.close_connection = True
+        if f.kind == "hang":
+            closing.wait(f.delay or 30.0)
+            return True
+        if f.kind == "drop":
+            return True
+        if f.kind == "status":
+            body = f.body if f.body is not None else f"HTTP {f.status or 500}"
+            self._send(f.status or 500, body.encode() if isinstance(body, str) else body, "text/plain")
+        elif f.kind == "html":
+            page = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>"
+            self._send(f.status or 502, page.encode(), "text/html")
+        elif f.kind == "malformed":
+            self._send(f.status or 200, b'{"balance": 10.25', "application/json")
+        elif f.kind == "body":
+            body = f.body if f.body is not None else b"{}"
+            self._send(f.status or 200, body.encode() if isinstance(body, str) else body)
+        elif f.kind == "huge":
+            self._send(f.status or 200, b'{"balance": 1' + b"0" * max(f.size, 16) + b"}")
+        return True
+
+    def _control(self, action: str, raw: bytes) -> None:
+        sb = self.sandbox
+        try:
+            data = json.loads(raw or b"{}")
+            if action == "account":
+                key = data["clientKey"]
+                if "balance" in data:
+                    sb.set_balance(key, data["balance"])
+                if "disabled" in data:
+                    sb.disable(key, bool(data["disabled"]))
+            elif action == "fault":
+                opts = {k: v for k, v in data.items() if k not in {"method", "kind"}}
+                sb.fault(data["method"], data["kind"], **opts)
+            elif action == "clear_faults":
+                sb.clear_faults(data.get("method"))
+            elif action == "reset_calls":
+                sb.reset_calls()
+            else:
+                return self._json(404, {"detail": f"unknown control {action}"})
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._json(400, {"detail": str(exc)})
+        self._json(200, {"ok": True})
