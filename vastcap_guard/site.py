@@ -1,0 +1,142 @@
+"""A small local website for demos, tests and benchmarks: linked pages, some with a captcha.
+
+>>> with LocalSite(pages=200, captcha_every=10) as site:   # doctest: +SKIP
+...     site.url            # http://127.0.0.1:PORT/
+...     site.request_count  # how many requests reached the site
+
+Page ``/page/N`` links to pages ``2N+1`` and ``2N+2`` (so a crawl from ``/`` reaches every page) and,
+when ``N % captcha_every == 0``, carries a reCAPTCHA widget (``data-sitekey``) that a spider solves
+through the VastCap API. Every request is logged with its time, so tests can prove that no request
+reached the site.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["SITE_KEY", "LocalSite", "SiteRequest"]
+
+SITE_KEY = "6Lc-demo-site-key-vastcap-guard"
+
+
+@dataclass(frozen=True)
+class SiteRequest:
+    path: str
+    at: float
+    monotonic: float
+
+
+class LocalSite:
+    """Serve ``pages`` linked pages on 127.0.0.1. Start it, or use ``with``."""
+
+    def __init__(self, pages: int = 100, *, captcha_every: int = 0, delay: float = 0.0, port: int = 0) -> None:
+        self.pages = int(pages)
+        self.captcha_every = int(captcha_every)
+        self.delay = float(delay)
+        self._port = port
+        self._lock = threading.Lock()
+        self._requests: list[SiteRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LocalSite:
+        if self._server is None:
+            handler = type("_SiteHandler", (_SiteHandler,), {"site": self})
+            self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+            self._server.daemon_threads = True
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="vastcap-local-site", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            if self._thread is not None:
+                self._thread.join(5)
+
+    def __enter__(self) -> LocalSite:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the site is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def page_url(self, n: int) -> str:
+        return f"{self.url}page/{n}"
+
+    @property
+    def requests(self) -> list[SiteRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def has_captcha(self, n: int) -> bool:
+        return self.captcha_every > 0 and n % self.captcha_every == 0
+
+    def render(self, path: str) -> tuple[int, str]:
+        if path in ("", "/"):
+            return 200, _html("Demo site", '<a href="/page/0">start</a>')
+        if path.startswith("/page/"):
+            try:
+                n = int(path[len("/page/"):])
+            except ValueError:
+                return 404, _html("Not found", "")
+            if not 0 <= n < self.pages:
+                return 404, _html("Not found", "")
+            links = "".join(f'<a href="/page/{c}">page {c}</a> ' for c in (2 * n + 1, 2 * n + 2) if c < self.pages)
+            captcha = (f'<div class="g-recaptcha" data-sitekey="{SITE_KEY}"></div>' if self.has_captcha(n) else "")
+            return 200, _html(f"Page {n}", f'<p class="n">{n}</p>{captcha}{links}')
+        return 404, _html("Not found", "")
+
+
+def _html(title: str, body: str) -> str:
+    return f"<!DOCTYPE html><html><head><title>{title}</title></head><body>{body}</body></html>"
+
+
+class _SiteHandler(BaseHTTPRequestHandler):
+    site: LocalSite
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        site = self.site
+        with site._lock:
+            site._requests.append(SiteRequest(self.path, time.time(), time.monotonic()))
+        if site.delay:
+            time.sleep(site.delay)
+        status, html = site.render(self.path.split("?", 1)[0])
+        body = html.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
