@@ -113,8 +113,7 @@ class BalanceClient:
             if attempt > self.retries or time.monotonic() + delay >= deadline:
                 raise ApiUnavailableError(
                     f"VastCap's getBalance could not be read after {attempt} attempt(s) "
-                    f"({problem}). Check the network and {self.api_url}; the guard retries at "
-                    "its next check."
+                    f"({problem}). Check the network and the API URL {self.api_url}."
                 ) from None
             logger.debug("getBalance attempt %d failed (%s); retrying in %.2fs", attempt, problem, delay)
             time.sleep(delay)

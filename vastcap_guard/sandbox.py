@@ -34,6 +34,9 @@ logger = logging.getLogger("vastcap_guard.sandbox")
 #: the account a sandbox made without ``accounts`` holds (balance $10)
 DEFAULT_KEY = "vc_sandbox_0000000000000000"
 
+#: where the API is served, as on the real host
+API_PATH = "/api/solver"
+
 METHODS = ("getBalance", "createTask", "getTaskResult")
 FaultKind = Literal["latency", "status", "html", "malformed", "drop", "body", "hang", "huge"]
 FAULT_KINDS: tuple[str, ...] = ("latency", "status", "html", "malformed", "drop", "body", "hang", "huge")
@@ -185,7 +188,7 @@ class Sandbox:
     @property
     def url(self) -> str:
         """The API URL to give the guard (``VASTCAP_API_URL`` / ``api_url=``)."""
-        return f"{self.base_url}/api/solver"
+        return f"{self.base_url}{API_PATH}"
 
     def __repr__(self) -> str:
         state = f"url={self.url!r}" if self._server else "stopped"
@@ -354,8 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].rstrip("/")
         if path.startswith("/_sandbox/"):
             return self._control(path[len("/_sandbox/"):], raw)
-        method = path.rsplit("/", 1)[-1]
-        if method not in METHODS:
+        prefix, _, method = path.rpartition("/")
+        if prefix != API_PATH or method not in METHODS:
             return self._json(404, {"detail": "not found"})
         try:
             payload = json.loads(raw or b"null")

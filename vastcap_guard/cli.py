@@ -1,0 +1,260 @@
+"""The ``vastcap-guard`` command: balance, pre-flight check, sandbox and demo.
+
+Exit codes of ``check`` (and ``balance``):
+
+====  ==========================  ====================================================
+code  reason                      meaning
+====  ==========================  ====================================================
+0     -                           the account can pay
+2     ``vastcap_config_error``    bad usage or configuration (no key file, bad URL...)
+10    ``vastcap_low_balance``     balance below ``--min-balance``
+11    ``vastcap_invalid_key``     the key does not exist, or no key was given
+12    ``vastcap_account_disabled`` the account is disabled
+14    ``vastcap_api_unavailable`` the API could not be reached or answered garbage
+15    ``vastcap_api_error``       the API answered with another error code
+====  ==========================  ====================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .client import BalanceClient
+from .config import DEFAULT_MIN_BALANCE, GuardConfig
+from .errors import ConfigError, GuardError
+from .guard import Action, Guard, format_usd
+from .poller import read_balance
+
+__all__ = ["EXIT_OK", "main"]
+
+EXIT_OK = 0
+
+_NAMES = {
+    "api_key": "VASTCAP_API_KEY / --key-file",
+    "api_url": "--api-url",
+    "min_balance": "--min-balance",
+    "warn_balance": "--warn-balance",
+    "timeout": "--timeout",
+}
+
+
+def _read_key(args: argparse.Namespace) -> str | None:
+    if args.key_file:
+        path = Path(args.key_file)
+        try:
+            text = sys.stdin.read() if args.key_file == "-" else path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--key-file {args.key_file!r} cannot be read ({exc.strerror}).",
+                              setting="--key-file") from None
+        key = text.strip()
+        if not key:
+            raise ConfigError(f"--key-file {args.key_file!r} is empty.", setting="--key-file")
+        return key
+    return os.environ.get("VASTCAP_API_KEY") or None
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> GuardConfig:
+    return GuardConfig.build(
+        _read_key(args) or "",
+        api_url=args.api_url,
+        timeout=args.timeout,
+        names=_NAMES,
+        **extra,
+    )
+
+
+def _json_line(obj: dict[str, Any]) -> str:
+    """JSON with Decimals written as exact JSON numbers (``10.25``, not ``"10.25"`` or a float)."""
+    raw: dict[str, str] = {}
+
+    def enc(value: object) -> object:
+        if isinstance(value, Decimal):
+            token = f"__decimal_{len(raw)}__"
+            raw[token] = str(value)
+            return token
+        return value
+
+    text = json.dumps({k: enc(v) for k, v in obj.items()})
+    for token, number in raw.items():
+        text = text.replace(f'"{token}"', number)
+    return text
+
+
+def _fail(err: GuardError, args: argparse.Namespace, stderr: TextIO, stdout: TextIO) -> int:
+    if getattr(args, "json", False):
+        out: dict[str, Any] = {"ok": False, "reason": err.reason, "message": err.message}
+        balance = getattr(err, "balance", None)
+        if isinstance(balance, Decimal):
+            out["balance"] = balance
+            out["minimum"] = getattr(err, "minimum", None)
+        print(_json_line(out), file=stdout)
+    print(f"vastcap-guard: {err.reason}: {err.message}", file=stderr)
+    return err.exit_code
+
+
+def cmd_balance(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    cfg = _config(args)
+    guard = Guard(cfg)
+    err = guard.preflight_error()
+    if err:
+        return _fail(err, args, stderr, stdout)
+    with BalanceClient(cfg.api_key, api_url=cfg.api_url, timeout=cfg.timeout) as client:
+        reading = read_balance(client)
+    if reading.error is not None or reading.balance is None:
+        assert reading.error is not None
+        return _fail(reading.error, args, stderr, stdout)
+    if args.json:
+        print(_json_line({"balance": reading.balance, "currency": "USD"}), file=stdout)
+    else:
+        print(reading.balance, file=stdout)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance)
+    guard = Guard(cfg)
+    err = guard.preflight_error()
+    if err:
+        return _fail(err, args, stderr, stdout)
+    with BalanceClient(cfg.api_key, api_url=cfg.api_url, timeout=cfg.timeout) as client:
+        verdict = guard.observe(read_balance(client))
+    assert verdict is not None
+    if verdict.action is Action.STOP:
+        assert verdict.error is not None
+        return _fail(verdict.error, args, stderr, stdout)
+    balance = guard.balance
+    assert balance is not None
+    if verdict.action is Action.WARN:
+        print(f"vastcap-guard: warning: the balance {format_usd(balance)} is below "
+              f"--warn-balance {format_usd(cfg.warn_balance or Decimal(0))}.", file=stderr)
+    if args.json:
+        print(_json_line({"ok": True, "reason": None, "balance": balance, "minimum": cfg.min_balance,
+                          "warning": verdict.action is Action.WARN}), file=stdout)
+    elif not args.quiet:
+        print(f"OK: balance {format_usd(balance)} (minimum {format_usd(cfg.min_balance)}) "
+              f"for key {cfg.masked_key}", file=stdout)
+    return EXIT_OK
+
+
+def _parse_account(text: str) -> tuple[str, str]:
+    key, sep, amount = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=BALANCE, got {text!r}")
+    try:
+        Decimal(amount)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"balance must be a number in {text!r}") from None
+    return key, amount
+
+
+def cmd_sandbox(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .sandbox import Sandbox
+
+    accounts = dict(args.account) if args.account else None
+    sandbox = Sandbox(accounts, disabled=args.disabled or (), price=args.price,
+                      solve_delay=args.solve_delay, host=args.host, port=args.port)
+    try:
+        sandbox.start()
+    except OSError as exc:
+        print(f"vastcap-guard: cannot serve on {args.host}:{args.port}: {exc.strerror}", file=stderr)
+        return 2
+    print(f"VastCap sandbox serving {sandbox.url}", file=stdout)
+    print(f"  export VASTCAP_API_URL={sandbox.url}", file=stdout)
+    if accounts is None:
+        print(f"  export VASTCAP_API_KEY={sandbox.key}   # the default account, $10", file=stdout)
+    print("Press Ctrl-C to stop.", file=stdout, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandbox.stop()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import importlib
+
+    demo = importlib.import_module("vastcap_guard.demo")
+    return int(demo.main(list(args.demo_args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api-url", default=None, metavar="URL",
+                        help="API base URL (default: $VASTCAP_API_URL or the public API)")
+    common.add_argument("--key-file", metavar="PATH",
+                        help="read the API key from this file ('-' for stdin); default: $VASTCAP_API_KEY")
+    common.add_argument("--timeout", default="10", metavar="SECONDS",
+                        help="seconds for one getBalance attempt (default 10)")
+
+    parser = argparse.ArgumentParser(
+        prog="vastcap-guard",
+        description="Keep scraping jobs from spending on a VastCap account that cannot pay.",
+        epilog="The key is read from $VASTCAP_API_KEY or --key-file, never from the command line.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("balance", parents=[common], help="print the account's balance (USD)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("check", parents=[common],
+                       help="pre-flight gate: exit 0 when the account can pay, else a documented code")
+    p.add_argument("--min-balance", default=str(DEFAULT_MIN_BALANCE), metavar="USD",
+                   help="fail below this balance (default 0.001)")
+    p.add_argument("--warn-balance", default=None, metavar="USD",
+                   help="still pass, but warn on stderr below this balance")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("sandbox", help="serve a local VastCap API for offline development")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    p.add_argument("--account", action="append", type=_parse_account, metavar="KEY=BALANCE",
+                   help="an account (repeatable); default: one $10 account")
+    p.add_argument("--disabled", action="append", metavar="KEY", help="a disabled account (repeatable)")
+    p.add_argument("--price", default="0.002", metavar="USD", help="price of one solved task (default 0.002)")
+    p.add_argument("--solve-delay", type=float, default=0.0, metavar="SECONDS",
+                   help="seconds before a task is ready (default 0)")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("demo", help="run the example crawl against a local sandbox until the guard stops it",
+                       add_help=False)
+    p.add_argument("demo_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, out, err))
+    except ConfigError as exc:
+        print(f"vastcap-guard: {exc.reason}: {exc.message}", file=err)
+        return exc.exit_code
+    except GuardError as exc:
+        return _fail(exc, args, err, out)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
