@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal, DecimalException
+from decimal import Decimal
 from typing import Any
 
 from .errors import (
@@ -18,6 +18,8 @@ __all__ = ["MalformedResponse", "error_from_object", "parse_balance_response"]
 
 #: answers longer than this are not JSON the API would send
 MAX_BODY_BYTES = 64 * 1024
+#: no account holds more than this: a larger number is a broken answer
+MAX_BALANCE_DIGITS = 13
 
 
 class MalformedResponse(Exception):
@@ -101,10 +103,9 @@ def parse_balance_response(status: int, body: bytes) -> Decimal:
     # bool is not a number here; json gives Decimal for every number thanks to parse_*.
     if not isinstance(balance, Decimal):
         raise MalformedResponse(f"HTTP {status}, balance is not a number: {_short(repr(balance), 40)}")
-    try:
-        if not balance.is_finite():
-            raise MalformedResponse(f"HTTP {status}, balance is not finite")
-        # normalise -0 and exponents without losing exactness
-        return balance + Decimal(0)
-    except DecimalException as exc:  # an exponent beyond Decimal's range
-        raise MalformedResponse(f"HTTP {status}, balance is not a valid number") from exc
+    if not balance.is_finite():
+        raise MalformedResponse(f"HTTP {status}, balance is not finite")
+    if balance.adjusted() >= MAX_BALANCE_DIGITS:
+        raise MalformedResponse(f"HTTP {status}, balance is out of range")
+    # -0 reads as 0; no arithmetic, so every digit the API sent is kept
+    return Decimal(0) if balance.is_zero() else balance

@@ -1,0 +1,203 @@
+"""The decision logic on synthetic readings: no I/O."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from core_keys import KEY
+
+from vastcap_guard import (
+    AccountDisabledError,
+    Action,
+    ApiError,
+    ApiUnavailableError,
+    BudgetExceededError,
+    ConfigError,
+    Guard,
+    GuardConfig,
+    InvalidKeyError,
+    LowBalanceError,
+    Reading,
+)
+
+_seq = iter(range(1, 10_000))
+
+
+def ok(balance: str) -> Reading:
+    return Reading(Decimal(balance), seq=next(_seq))
+
+
+def down() -> Reading:
+    return Reading(None, ApiUnavailableError("down"), seq=next(_seq))
+
+
+def guard(**kw: object) -> Guard:
+    return Guard(GuardConfig.build(KEY, environ={}, **kw))  # type: ignore[arg-type]
+
+
+def actions(g: Guard, readings: list[Reading]) -> list[str]:
+    out = []
+    for r in readings:
+        v = g.observe(r)
+        assert v is not None
+        out.append(v.action.value if not v.stop else f"stop:{v.reason}")
+    return out
+
+
+def test_ok_then_low_balance_stops_with_balance_and_minimum() -> None:
+    g = guard()
+    assert actions(g, [ok("1"), ok("0.0009")]) == ["ok", "stop:vastcap_low_balance"]
+    assert isinstance(g.tripped, LowBalanceError)
+    assert g.tripped.balance == Decimal("0.0009") and g.tripped.minimum == Decimal("0.001")
+    assert "$0.0009" in str(g.tripped) and "Top up" in str(g.tripped)
+
+
+def test_exactly_the_minimum_can_pay() -> None:
+    assert actions(guard(), [ok("0.001")]) == ["ok"]
+
+
+def test_after_a_stop_every_reading_is_a_stop() -> None:
+    g = guard()
+    actions(g, [ok("0")])
+    assert actions(g, [ok("100")]) == ["stop:vastcap_low_balance"]
+
+
+def test_warning_once_per_crossing_and_again_after_top_up() -> None:
+    g = guard(warn_balance="1")
+    assert actions(g, [ok("5"), ok("0.9"), ok("0.8"), ok("5"), ok("0.5")]) == ["ok", "warn", "ok", "ok", "warn"]
+
+
+def test_spend_cap_counts_decreases_only() -> None:
+    g = guard(max_spend="1")
+    # spend 0.6, top up, spend 0.4 more: 1.0 spent in all although the balance is higher than at start
+    assert actions(g, [ok("10"), ok("9.4"), ok("20"), ok("19.6")]) == ["ok", "ok", "ok", "stop:vastcap_budget_exceeded"]
+    assert isinstance(g.tripped, BudgetExceededError)
+    assert g.spent == Decimal("1.0") and g.balance_start == Decimal("10")
+
+
+def test_preflight_failure_stops_at_once() -> None:
+    assert actions(guard(), [down()]) == ["stop:vastcap_api_unavailable"]
+
+
+def test_preflight_failure_tolerated_when_not_required() -> None:
+    assert actions(guard(require_preflight=False), [down(), ok("1")]) == ["failed", "ok"]
+
+
+def test_consecutive_failures_policy() -> None:
+    g = guard(max_failures=3)
+    assert actions(g, [ok("5"), down(), down(), ok("5"), down(), down(), down()]) == [
+        "ok", "failed", "failed", "ok", "failed", "failed", "stop:vastcap_api_unavailable",
+    ]
+    assert g.check_failures == 5 and g.checks == 7
+
+
+def test_max_failures_zero_never_stops_on_failures() -> None:
+    g = guard(max_failures=0)
+    assert set(actions(g, [down() for _ in range(20)])) == {"failed"}
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (InvalidKeyError("x"), "vastcap_invalid_key"),
+        (AccountDisabledError("x"), "vastcap_account_disabled"),
+    ],
+)
+def test_account_answers_stop_at_once_even_mid_run(error: Exception, reason: str) -> None:
+    g = guard(max_failures=0)
+    assert actions(g, [ok("5"), Reading(None, error, seq=next(_seq))]) == ["ok", f"stop:{reason}"]  # type: ignore[arg-type]
+
+
+def test_unknown_api_error_follows_failure_policy_and_keeps_reason() -> None:
+    err = ApiError("odd", code="ERROR_X")
+    g = guard(max_failures=2)
+    assert actions(g, [ok("5"), Reading(None, err, seq=next(_seq)), Reading(None, err, seq=next(_seq))]) == [
+        "ok", "failed", "stop:vastcap_api_error",
+    ]
+
+
+def test_reading_seen_twice_counts_once() -> None:
+    g = guard()
+    r = ok("5")
+    assert g.observe(r) is not None
+    assert g.observe(r) is None
+    assert g.checks == 1
+
+
+def test_no_key_is_a_preflight_error() -> None:
+    g = Guard(GuardConfig.build(None, environ={}))
+    err = g.preflight_error()
+    assert isinstance(err, InvalidKeyError) and g.tripped is err
+
+
+def test_reserve_projects_and_refuses_without_tripping() -> None:
+    g = guard(min_balance="0.01")
+    g.observe(ok("0.05"))
+    assert g.reserve(Decimal("0.02")) == Decimal("0.03")
+    assert g.reserve(Decimal("0.02")) == Decimal("0.01")
+    with pytest.raises(LowBalanceError):
+        g.reserve(Decimal("0.002"))
+    assert g.tripped is None
+    g.observe(ok("0.5"))  # a new reading replaces the estimate
+    assert g.reserve(Decimal("0.1")) == Decimal("0.4")
+
+
+def test_reserve_respects_cap_and_trip() -> None:
+    g = guard(max_spend="0.05")
+    g.observe(ok("1"))
+    g.reserve(Decimal("0.04"))
+    with pytest.raises(BudgetExceededError):
+        g.reserve(Decimal("0.02"))
+    g.trip(LowBalanceError("x", balance=Decimal(0), minimum=Decimal("0.001")))
+    with pytest.raises(LowBalanceError):
+        g.reserve(Decimal("0"))
+
+
+def test_reserve_before_any_reading() -> None:
+    with pytest.raises(ApiUnavailableError):
+        guard().reserve(Decimal("0.01"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "setting"),
+    [
+        ("interval", "abc", "VASTCAP_CHECK_INTERVAL"),
+        ("interval", -1, "VASTCAP_CHECK_INTERVAL"),
+        ("interval", 0, "VASTCAP_CHECK_INTERVAL"),
+        ("interval", float("nan"), "VASTCAP_CHECK_INTERVAL"),
+        ("min_balance", "lots", "VASTCAP_MIN_BALANCE"),
+        ("min_balance", -1, "VASTCAP_MIN_BALANCE"),
+        ("min_balance", True, "VASTCAP_MIN_BALANCE"),
+        ("max_failures", 1.5, "VASTCAP_MAX_FAILURES"),
+        ("max_failures", -1, "VASTCAP_MAX_FAILURES"),
+        ("timeout", "0", "VASTCAP_TIMEOUT"),
+        ("api_url", "ftp://x", "VASTCAP_API_URL"),
+        ("max_spend", "0", "VASTCAP_MAX_SPEND"),
+    ],
+)
+def test_bad_config_names_the_setting(field: str, value: object, setting: str) -> None:
+    names = {field: setting}
+    with pytest.raises(ConfigError) as info:
+        GuardConfig.build(KEY, environ={}, names=names, **{field: value})  # type: ignore[arg-type]
+    assert setting in str(info.value) and info.value.setting == setting
+
+
+def test_config_from_strings_and_environment() -> None:
+    cfg = GuardConfig.build(
+        None, environ={"VASTCAP_API_KEY": KEY, "VASTCAP_API_URL": "http://127.0.0.1:1/api/solver/"},
+        interval="2.5", min_balance="0.5", max_failures="4",
+    )
+    assert cfg.api_key == KEY and cfg.api_url == "http://127.0.0.1:1/api/solver"
+    assert cfg.interval == 2.5 and cfg.min_balance == Decimal("0.5") and cfg.max_failures == 4
+    assert KEY not in repr(cfg)
+
+
+def test_float_settings_keep_the_written_value() -> None:
+    assert GuardConfig.build(KEY, environ={}, min_balance=0.1).min_balance == Decimal("0.1")
+
+
+def test_verdict_reason_only_for_stops() -> None:
+    g = guard(max_failures=3)
+    v = g.observe(ok("1"))
+    assert v is not None and v.reason is None and v.action is Action.OK

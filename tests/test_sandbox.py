@@ -1,0 +1,118 @@
+"""The sandbox is a faithful VastCap API: the documented answers, spending, faults and its call log."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import requests
+from core_keys import DISABLED_KEY, KEY
+
+from vastcap_guard.sandbox import DEFAULT_KEY, Sandbox
+
+
+def post(sb: Sandbox, method: str, **body: object) -> dict[str, object]:
+    r = requests.post(f"{sb.url}/{method}", json=body, timeout=5)
+    assert r.headers["Content-Type"] == "application/json"
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_get_balance_as_documented(sandbox: Sandbox) -> None:
+    assert post(sandbox, "getBalance", clientKey=KEY) == {"balance": 10.25}
+    assert post(sandbox, "getBalance", clientKey="nope")["error"] == {
+        "errorId": 1, "errorCode": "ERROR_KEY_DOES_NOT_EXIST", "errorDescription": "Invalid API key",
+    }
+    assert post(sandbox, "getBalance", clientKey=DISABLED_KEY)["error"]["errorCode"] == "ERROR_ACCOUNT_DISABLED"  # type: ignore[index]
+
+
+def test_solving_debits_the_price(sandbox: Sandbox) -> None:
+    task = {"type": "RecaptchaV2TaskProxyless", "websiteURL": "http://127.0.0.1/", "websiteKey": "k"}
+    for _ in range(5):
+        task_id = post(sandbox, "createTask", clientKey=KEY, task=task)["taskId"]
+        result = post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)
+        assert result["status"] == "ready" and "gRecaptchaResponse" in result["solution"]  # type: ignore[operator]
+        post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)  # asking again costs nothing
+    assert sandbox.balance(KEY) == Decimal("10.25") - 5 * Decimal("0.002")
+
+
+def test_processing_until_solved() -> None:
+    with Sandbox({KEY: "1"}, solve_delay=30) as sb:
+        task_id = post(sb, "createTask", clientKey=KEY, task={"type": "TurnstileTaskProxyless"})["taskId"]
+        assert post(sb, "getTaskResult", clientKey=KEY, taskId=task_id) == {"status": "processing"}
+        assert sb.balance(KEY) == Decimal(1)
+
+
+def test_insufficient_balance_refuses_tasks(sandbox: Sandbox) -> None:
+    sandbox.set_balance(KEY, "0.001")
+    out = post(sandbox, "createTask", clientKey=KEY, task={"type": "ImageToTextTask"})
+    assert out["error"]["errorCode"] == "ERROR_INSUFFICIENT_BALANCE"  # type: ignore[index]
+
+
+def test_unknown_task(sandbox: Sandbox) -> None:
+    assert post(sandbox, "getTaskResult", clientKey=KEY, taskId="x")["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
+
+
+def test_faults_times_and_every(sandbox: Sandbox) -> None:
+    sandbox.fault("getBalance", "status", status=500, every=2)
+    codes = [requests.post(f"{sandbox.url}/getBalance", json={"clientKey": KEY}, timeout=5).status_code for _ in range(6)]
+    assert codes == [500, 200, 500, 200, 500, 200]
+    sandbox.clear_faults()
+    sandbox.fault("getBalance", "html", times=1)
+    first = requests.post(f"{sandbox.url}/getBalance", json={"clientKey": KEY}, timeout=5)
+    assert first.status_code == 502 and first.text.startswith("<!DOCTYPE html>")
+    assert requests.post(f"{sandbox.url}/getBalance", json={"clientKey": KEY}, timeout=5).status_code == 200
+
+
+def test_drop_closes_without_answer(sandbox: Sandbox) -> None:
+    sandbox.fault("getBalance", "drop")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{sandbox.url}/getBalance", json={"clientKey": KEY}, timeout=5)
+
+
+def test_call_log_masks_keys(sandbox: Sandbox) -> None:
+    post(sandbox, "getBalance", clientKey=KEY)
+    calls = sandbox.calls("getBalance")
+    assert len(calls) == 1 and KEY not in repr(calls)
+    assert sandbox.call_count("createTask") == 0
+
+
+def test_control_api_for_other_processes(sandbox: Sandbox) -> None:
+    base = sandbox.base_url + "/_sandbox"
+    requests.post(f"{base}/account", json={"clientKey": KEY, "balance": "0"}, timeout=5).raise_for_status()
+    assert sandbox.balance(KEY) == 0
+    requests.post(f"{base}/fault", json={"method": "getBalance", "kind": "status", "status": 503}, timeout=5).raise_for_status()
+    assert requests.post(f"{sandbox.url}/getBalance", json={"clientKey": KEY}, timeout=5).status_code == 503
+    requests.post(f"{base}/clear_faults", json={}, timeout=5).raise_for_status()
+    assert len(requests.get(f"{base}/calls", timeout=5).json()) == 1  # control calls are not logged
+    assert requests.post(f"{base}/fault", json={"method": "nope", "kind": "drop"}, timeout=5).status_code == 400
+
+
+def test_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        Sandbox(host="0.0.0.0")
+
+
+def test_default_account() -> None:
+    with Sandbox() as sb:
+        assert sb.key == DEFAULT_KEY and sb.balance(DEFAULT_KEY) == 10
+
+
+def test_wrong_path_is_404(sandbox: Sandbox) -> None:
+    assert requests.post(f"{sandbox.base_url}/getBalance", json={"clientKey": KEY}, timeout=5).status_code == 404
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_pytest_fixture_is_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from decimal import Decimal
+        from vastcap_guard import BalanceClient
+
+        def test_it(vastcap_sandbox):
+            assert BalanceClient(vastcap_sandbox.key, api_url=vastcap_sandbox.url).get_balance() == Decimal(10)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:twisted")
+    result.assert_outcomes(passed=1)
