@@ -1,0 +1,1 @@
+"""Example Scrapy project: a crawl that pays for captchas, guarded by vastcap-guard."""
