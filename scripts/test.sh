@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, and every pytest run (core, Scrapy in each reactor mode,
+# Scrapy's oldest supported version, real headless Chromium). Installs what it needs.
+# Usage: scripts/test.sh [extra pytest args for the main run]
+source "$(dirname "$0")/_env.sh"
+
+SCRAPY_MIN="${VASTCAP_SCRAPY_MIN:-2.13.4}"   # the oldest Scrapy we support (pyproject: scrapy>=2.13)
+
+ensure_project_env
+
+# Debian's Chromium for the browser tests (Playwright's own browser download is not reachable).
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium || true
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "${CI:-}" = "true" ]; then die "chromium is missing and could not be installed"; fi
+  log "WARNING: /usr/bin/chromium is missing; browser tests will be skipped (apt-get install chromium)"
+fi
+# Redis for the fleet-mode tests.
+if ! command -v redis-server >/dev/null; then
+  apt_install redis-server || true
+fi
+
+run_pytest() {  # run_pytest LABEL ARGS...: a pytest run that must run tests and pass
+  local label="$1"; shift
+  log "pytest: $label"
+  set +e
+  "$@"
+  local rc=$?
+  set -e
+  [ $rc -eq 5 ] && die "pytest ($label) collected no tests"
+  [ $rc -ne 0 ] && die "pytest ($label) failed with exit code $rc"
+  return 0
+}
+
+log "ruff"
+lint_dirs=()
+for d in vastcap_guard tests examples bench; do [ -d "$d" ] && lint_dirs+=("$d"); done
+"$PY" -m ruff check "${lint_dirs[@]}"
+log "mypy (strict, on the package)"
+"$PY" -m mypy
+
+# No reactor in this run (pytest-twisted off): core, CLI, sandbox, Playwright, Scrapy end to end
+# (each crawl in its own process, in every reactor mode).
+run_pytest "main" "$PY" -m pytest -p no:twisted tests --ignore=tests/twisted "$@"
+
+# In-process Scrapy tests driven by pytest-twisted on the asyncio reactor.
+if [ -d tests/twisted ]; then
+  run_pytest "in-process Scrapy, asyncio reactor" "$PY" -m pytest --reactor=asyncio tests/twisted
+fi
+
+# The oldest supported Scrapy, in its own virtualenv.
+if [ -d tests/scrapy ] && [ "${VASTCAP_SKIP_SCRAPY_MIN:-}" != "1" ]; then
+  MINV="$ROOT/.venv-scrapy-min"
+  make_venv "$MINV"
+  if [ "$("$MINV/bin/python" -c 'import scrapy; print(scrapy.__version__)' 2>/dev/null)" != "$SCRAPY_MIN" ]; then
+    log "installing Scrapy $SCRAPY_MIN into $MINV"
+    "$MINV/bin/python" -m pip install -q -e ".[scrapy,test]" "scrapy==$SCRAPY_MIN"
+  fi
+  run_pytest "Scrapy $SCRAPY_MIN" "$MINV/bin/python" -m pytest -p no:twisted tests/scrapy
+  if [ -d tests/twisted ]; then
+    run_pytest "Scrapy $SCRAPY_MIN in-process" "$MINV/bin/python" -m pytest --reactor=asyncio tests/twisted
+  fi
+fi
+
+log "all checks passed"
