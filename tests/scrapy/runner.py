@@ -1,0 +1,188 @@
+"""Run real Scrapy crawls with the BalanceGuard in this process and print what happened as JSON.
+
+Used by the tests as ``python runner.py CONFIG.json``; CONFIG is::
+
+    {"mode": "asyncio" | "twisted" | "reactorless",
+     "log_file": "/tmp/.../crawl.log",
+     "settings": {...process settings...},
+     "crawlers": [{"url": "http://127.0.0.1:PORT/", "settings": {...}, "cost": "0.5",
+                   "ensure_funds": "3", "max_pages": 50}]}
+
+and the last line of stdout is ``{"crawlers": [{"stats": ..., "signals": [...], ...}], ...}``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import threading
+import time
+import warnings
+from decimal import Decimal
+from typing import Any
+
+import scrapy
+from scrapy import signals as scrapy_signals
+
+from vastcap_guard import GuardError, signals
+from vastcap_guard.poller import active_pollers
+from vastcap_guard.scrapy import get_guard
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime.datetime, datetime.timedelta)):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+class FollowSpider(scrapy.Spider):
+    """Follows every link of the local site. Options:
+
+    - ``cost``: put ``meta["vastcap_cost"] = cost`` on every followed link (CostGuardMiddleware);
+    - ``ensure_funds``: ``await get_guard(crawler).ensure_funds(ensure_funds)`` in every callback;
+    - ``max_pages``: stop following links after this many pages.
+    """
+
+    name = "follow"
+
+    def __init__(self, url: str, cost: str | None = None, ensure_funds: str | None = None,
+                 max_pages: int | None = None, record: dict[str, Any] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.url = url
+        self.cost = cost
+        self.ensure = ensure_funds
+        self.max_pages = max_pages
+        self.pages = 0
+        self.record = record if record is not None else {}
+
+    async def start(self) -> Any:
+        yield scrapy.Request(self.url, callback=self.parse)
+
+    async def parse(self, response: Any) -> Any:
+        self.pages += 1
+        if self.ensure is not None:
+            guard = get_guard(self.crawler)
+            assert guard is not None
+            try:
+                projected = await guard.ensure_funds(self.ensure)
+            except GuardError as exc:
+                self.record.setdefault("ensure_funds_errors", []).append(exc.reason)
+                return
+            self.record.setdefault("ensure_funds", []).append(str(projected))
+        if self.max_pages is not None and self.pages >= self.max_pages:
+            return
+        for href in response.css("a::attr(href)").getall():
+            meta = {"vastcap_cost": self.cost} if self.cost is not None else {}
+            yield response.follow(href, callback=self.parse, meta=meta)
+
+
+def main() -> None:
+    with open(sys.argv[1]) as fh:
+        config = json.load(fh)
+    mode = config.get("mode", "asyncio")
+    settings: dict[str, Any] = {
+        "LOG_LEVEL": "DEBUG",
+        "LOG_FILE": config["log_file"],
+        "TELNETCONSOLE_ENABLED": False,
+        "ROBOTSTXT_OBEY": False,
+        "EXTENSIONS": {"vastcap_guard.scrapy.BalanceGuard": 500},
+        "DOWNLOADER_MIDDLEWARES": {"vastcap_guard.scrapy.CostGuardMiddleware": 50},
+        "RETRY_ENABLED": False,
+    }
+    if mode == "twisted":
+        settings["TWISTED_REACTOR"] = "twisted.internet.epollreactor.EPollReactor"
+    elif mode == "reactorless":
+        settings["TWISTED_REACTOR_ENABLED"] = False
+    settings.update(config.get("settings", {}))
+
+    caught: list[warnings.WarningMessage] = []
+    warnings.simplefilter("always")
+    showwarning = warnings.showwarning
+
+    def record_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                       line: Any = None) -> None:
+        caught.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+        showwarning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = record_warning
+
+    try:
+        from scrapy.crawler import AsyncCrawlerProcess
+    except ImportError:  # Scrapy 2.13
+        AsyncCrawlerProcess = None  # noqa: N806
+    from scrapy.crawler import CrawlerProcess
+
+    if mode == "twisted" or AsyncCrawlerProcess is None:
+        process: Any = CrawlerProcess(settings)
+    else:
+        process = AsyncCrawlerProcess(settings)
+
+    results: list[dict[str, Any]] = []
+    for i, spec in enumerate(config["crawlers"]):
+        record: dict[str, Any] = {"signals": [], "index": i}
+        results.append(record)
+        spidercls = type(f"Spider{i}", (FollowSpider,), {"name": f"follow{i}",
+                                                           "custom_settings": spec.get("settings", {})})
+        crawler = process.create_crawler(spidercls)
+        record["crawler"] = crawler
+
+        def on_signal(name: str, record: dict[str, Any] = record, **kw: Any) -> None:
+            entry = {"signal": name, "main_thread": threading.current_thread() is threading.main_thread()}
+            for k, v in kw.items():
+                if k in {"reason", "balance", "threshold"}:
+                    entry[k] = _jsonable(v)
+                elif k == "reading":
+                    entry["ok"] = v.ok
+                    entry["balance"] = _jsonable(v.balance)
+                elif k == "error":
+                    entry["error_type"] = type(v).__name__
+                    entry["message"] = str(v)
+                elif k == "guard":
+                    entry["has_guard"] = v is not None
+            record["signals"].append(entry)
+
+        for name in ("balance_checked", "balance_low", "guard_tripped"):
+            handler = (lambda name: lambda **kw: on_signal(name, **kw))(name)
+            record.setdefault("_handlers", []).append(handler)  # keep strong references
+            crawler.signals.connect(handler, signal=getattr(signals, name), weak=False)
+
+        def seen_request(request: Any, record: dict[str, Any] = record, **kw: Any) -> None:
+            record["scheduled"] = record.get("scheduled", 0) + 1
+
+        crawler.signals.connect(seen_request, signal=scrapy_signals.request_reached_downloader, weak=False)
+        process.crawl(crawler, url=spec["url"], cost=spec.get("cost"), ensure_funds=spec.get("ensure_funds"),
+                      max_pages=spec.get("max_pages"), record=record)
+
+    process.start()
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+        t.name.startswith("vastcap-guard-poller") for t in threading.enumerate()
+    ):
+        time.sleep(0.05)
+    out: dict[str, Any] = {"crawlers": [], "scrapy": scrapy.__version__, "mode": mode}
+    for record in results:
+        crawler = record.pop("crawler")
+        record.pop("_handlers", None)
+        record["stats"] = _jsonable(crawler.stats.get_stats())
+        record["guard"] = get_guard(crawler) is not None
+        out["crawlers"].append(_jsonable(record))
+    out["poller_threads"] = [t.name for t in threading.enumerate() if t.name.startswith("vastcap-guard-poller")]
+    out["active_pollers"] = active_pollers()
+    out["warnings"] = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
+    logging.shutdown()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""What differs between Scrapy 2.13 and the newest release, and between reactor modes.
+
+Three ways Scrapy can run code:
+
+- the asyncio reactor (the default since 2.13) and reactorless mode (``TWISTED_REACTOR_ENABLED =
+  False``, 2.15+): an asyncio loop runs; coroutines are asyncio tasks and may await asyncio futures;
+- a non-asyncio Twisted reactor (``EPollReactor``...): coroutines are driven by
+  ``Deferred.fromCoroutine`` and may only await Deferreds.
+
+:class:`LoopBridge` hides the difference: it hands calls from other threads to the right loop and
+turns a :class:`concurrent.futures.Future` into something the running coroutine can await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import scrapy
+
+__all__ = [
+    "CLOSESPIDER_FROM_SPIDER_OPENED",
+    "SCRAPY_VERSION",
+    "LoopBridge",
+    "close_spider",
+    "scrapy_version",
+]
+
+logger = logging.getLogger("vastcap_guard.scrapy")
+
+T = TypeVar("T")
+
+
+def scrapy_version(text: str | None = None) -> tuple[int, int]:
+    """``(major, minor)`` of the installed Scrapy (``"2.19.0"`` -> ``(2, 19)``)."""
+    parts = (text or scrapy.__version__).split(".")
+    numbers: list[int] = []
+    for part in parts[:2]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    while len(numbers) < 2:
+        numbers.append(0)
+    return numbers[0], numbers[1]
+
+
+SCRAPY_VERSION = scrapy_version()
+#: Scrapy honours ``CloseSpider`` raised from a ``spider_opened`` handler (2.18+)
+CLOSESPIDER_FROM_SPIDER_OPENED = SCRAPY_VERSION >= (2, 18)
+
+
+def asyncio_available() -> bool:
+    """An asyncio loop runs Scrapy's coroutines (asyncio reactor or reactorless mode)."""
+    try:
+        from scrapy.utils.asyncio import is_asyncio_available  # Scrapy 2.14+
+    except ImportError:  # Scrapy 2.13
+        from scrapy.utils.reactor import is_asyncio_reactor_installed
+
+        return bool(is_asyncio_reactor_installed())
+    return bool(is_asyncio_available())
+
+
+class LoopBridge:
+    """The thread and event loop Scrapy runs on, captured from inside a Scrapy callback."""
+
+    def __init__(self) -> None:
+        self.asyncio = asyncio_available()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reactor: Any = None
+        if self.asyncio:
+            self._loop = asyncio.get_event_loop()
+        else:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+
+    def call_soon_threadsafe(self, func: Callable[..., object], *args: object) -> bool:
+        """Run ``func(*args)`` on Scrapy's loop thread; False when the loop is gone."""
+        try:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(func, *args)
+            else:
+                self._reactor.callFromThread(func, *args)
+        except RuntimeError:  # the loop was closed: the crawl is over
+            return False
+        return True
+
+    def call_later(self, delay: float, func: Callable[..., object], *args: object) -> None:
+        if self._loop is not None:
+            self._loop.call_later(delay, func, *args)
+        else:
+            self._reactor.callLater(delay, func, *args)
+
+    def wait(self, future: concurrent.futures.Future[T], timeout: float) -> Awaitable[T]:
+        """Something the current Scrapy coroutine can await for ``future``'s result.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds (the future is then cancelled).
+        """
+        if self._loop is not None:
+            return asyncio.wait_for(asyncio.wrap_future(future, loop=self._loop), timeout)
+        return self._deferred(future, timeout)
+
+    def _deferred(self, future: concurrent.futures.Future[T], timeout: float) -> Any:
+        from twisted.internet import defer
+
+        d: defer.Deferred[T] = defer.Deferred()
+        reactor = self._reactor
+
+        def fire(f: concurrent.futures.Future[T]) -> None:
+            if d.called:
+                return
+            if f.cancelled():
+                d.errback(TimeoutError("cancelled"))
+            elif f.exception() is not None:
+                d.errback(f.exception())
+            else:
+                d.callback(f.result())
+
+        def on_done(f: concurrent.futures.Future[T]) -> None:
+            reactor.callFromThread(fire, f)
+
+        def on_timeout() -> None:
+            if not d.called:
+                future.cancel()
+                d.errback(TimeoutError(f"no answer within {timeout:g}s"))
+
+        timer = reactor.callLater(timeout, on_timeout)
+
+        def stop_timer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(stop_timer)
+        future.add_done_callback(on_done)
+        return d
+
+
+def close_spider(crawler: Any, reason: str) -> Any:
+    """Ask the engine to close the spider with ``reason``, without blocking and without waiting.
+
+    Uses ``close_spider_async`` (Scrapy 2.14+, no deprecation warning) and ``close_spider``
+    before that. Returns the Deferred of the close (keep a reference to it), or None when there
+    is no open spider (nothing to close).
+    """
+    engine = getattr(crawler, "engine", None)
+    spider = getattr(engine, "spider", None)
+    if engine is None or spider is None:
+        return None
+    from scrapy.utils.defer import deferred_from_coro
+
+    try:
+        if hasattr(engine, "close_spider_async"):
+            d = deferred_from_coro(engine.close_spider_async(reason=reason))
+        else:  # Scrapy 2.13
+            d = engine.close_spider(spider, reason)
+    except RuntimeError:  # "Spider not opened" / "Engine slot not assigned": already closed
+        return None
+
+    def failed(failure: Any) -> None:
+        logger.warning(
+            "vastcap-guard: closing the spider (%s) failed: %s", reason, failure.getErrorMessage()
+        )
+
+    if d is not None and hasattr(d, "addErrback"):
+        d.addErrback(failed)
+    return d
