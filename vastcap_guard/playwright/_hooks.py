@@ -1,0 +1,140 @@
+"""Wrapping Playwright's session-starting methods while at least one guard scope is active.
+
+The wrappers are installed on the public classes of both APIs when the first scope opens and
+removed when the last one closes. Inside, a context variable says which guard scopes the *calling*
+code runs in: a call made outside every scope (another thread, another asyncio task started
+outside the guard) goes straight to Playwright.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import playwright.async_api as _async_api
+import playwright.sync_api as _sync_api
+
+__all__ = ["HOOKED", "Scope", "acquire", "current_scopes", "installed", "push", "release", "reset"]
+
+
+class Scope(Protocol):
+    #: False once the scope has ended (a task or thread that copied the context may outlive it)
+    active: bool
+
+    def check_start_blocking(self) -> None: ...
+
+    async def check_start_async(self) -> None: ...
+
+    def track_started(self, obj: Any) -> None: ...
+
+
+#: class name -> methods that start a browser session
+HOOKED: dict[str, tuple[str, ...]] = {
+    "BrowserType": ("launch", "launch_persistent_context", "connect", "connect_over_cdp"),
+    "Browser": ("new_context", "new_page"),
+    "BrowserContext": ("new_page",),
+}
+
+_scopes: contextvars.ContextVar[tuple[Scope, ...]] = contextvars.ContextVar(
+    "vastcap_guard_playwright_scopes", default=()
+)
+_lock = threading.Lock()
+_users = 0
+#: (class, method name) -> (original, wrapper)
+_installed: dict[tuple[type, str], tuple[Callable[..., Any], Callable[..., Any]]] = {}
+
+
+def current_scopes() -> tuple[Scope, ...]:
+    return _scopes.get()
+
+
+def push(scope: Scope) -> contextvars.Token[tuple[Scope, ...]]:
+    return _scopes.set((*_scopes.get(), scope))
+
+
+def reset(token: contextvars.Token[tuple[Scope, ...]]) -> None:
+    _scopes.reset(token)
+
+
+def _sync_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        scopes = [s for s in _scopes.get() if s.active]
+        if not scopes:
+            return original(self, *args, **kwargs)
+        for scope in scopes:
+            scope.check_start_blocking()
+        result = original(self, *args, **kwargs)
+        for scope in scopes:
+            scope.track_started(result)
+        return result
+
+    return wrapper
+
+
+def _async_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        scopes = [s for s in _scopes.get() if s.active]
+        if not scopes:
+            return await original(self, *args, **kwargs)
+        for scope in scopes:
+            await scope.check_start_async()
+        result = await original(self, *args, **kwargs)
+        for scope in scopes:
+            scope.track_started(result)
+        return result
+
+    return wrapper
+
+
+Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _targets() -> list[tuple[type, str, Maker]]:
+    out: list[tuple[type, str, Maker]] = []
+    makers: tuple[tuple[Any, Maker], ...] = ((_sync_api, _sync_wrapper), (_async_api, _async_wrapper))
+    for module, make in makers:
+        for cls_name, methods in HOOKED.items():
+            cls = getattr(module, cls_name)
+            for name in methods:
+                out.append((cls, name, make))
+    return out
+
+
+def acquire() -> None:
+    """One more active scope; the first installs the wrappers."""
+    global _users
+    with _lock:
+        _users += 1
+        if _users > 1:
+            return
+        for cls, name, make in _targets():
+            original = cls.__dict__.get(name) or getattr(cls, name)
+            wrapper = make(original)
+            wrapper.__vastcap_guard_original__ = original  # type: ignore[attr-defined]
+            setattr(cls, name, wrapper)
+            _installed[(cls, name)] = (original, wrapper)
+
+
+def release() -> None:
+    """One scope fewer; the last restores Playwright's methods."""
+    global _users
+    with _lock:
+        _users = max(0, _users - 1)
+        if _users:
+            return
+        for (cls, name), (original, wrapper) in list(_installed.items()):
+            if cls.__dict__.get(name) is wrapper:
+                setattr(cls, name, original)
+            # else: someone patched over us (a test's monkeypatch); our wrapper below theirs
+            # passes calls straight through now that no scope is active
+        _installed.clear()
+
+
+def installed() -> bool:
+    with _lock:
+        return bool(_installed)
