@@ -201,3 +201,33 @@ def test_verdict_reason_only_for_stops() -> None:
     g = guard(max_failures=3)
     v = g.observe(ok("1"))
     assert v is not None and v.reason is None and v.action is Action.OK
+
+
+def test_forecast_is_unknown_then_spending_and_warns_once() -> None:
+    g = guard(warn_minutes=10, min_balance="0")
+    verdicts = []
+    for i, bal in enumerate(["10", "9", "8", "7", "6"]):
+        v = g.observe(Reading(Decimal(bal), at=1000.0 + 60 * i, seq=next(_seq)))
+        assert v is not None
+        verdicts.append(v)
+    assert verdicts[0].forecast is not None and verdicts[0].forecast.state == "unknown"
+    assert [v.forecast_low for v in verdicts] == [False, False, True, False, False]
+    assert g.forecast.spend_per_minute == Decimal(1) and g.forecast.minutes_left == Decimal(6)
+    assert g.snapshot()["minutes_left"] == Decimal(6)
+
+
+def test_forecast_warning_rearms_after_top_up() -> None:
+    g = guard(warn_minutes=10, min_balance="0")
+    seq = ["10", "9", "8", "100", "100", "100", "8", "7", "6"]
+    lows = []
+    for i, bal in enumerate(seq):
+        v = g.observe(Reading(Decimal(bal), at=60.0 * i, seq=next(_seq)))
+        assert v is not None
+        lows.append(v.forecast_low)
+    assert lows.count(True) == 2
+
+
+def test_warn_minutes_config() -> None:
+    assert GuardConfig.build(KEY, environ={}, warn_minutes="2.5").warn_minutes == 2.5
+    with pytest.raises(ConfigError, match="VASTCAP_WARN_MINUTES"):
+        GuardConfig.build(KEY, environ={}, warn_minutes="soon", names={"warn_minutes": "VASTCAP_WARN_MINUTES"})

@@ -38,16 +38,16 @@ def to_decimal(value: object, setting: str, *, allow_none: bool = False) -> Deci
     return amount
 
 
-def _to_seconds(value: object, setting: str, *, allow_zero: bool = False) -> float:
+def _to_seconds(value: object, setting: str, *, allow_zero: bool = False, unit: str = "seconds") -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{setting} must be a number of seconds, got {value!r}.", setting=setting)
+        raise ConfigError(f"{setting} must be a number of {unit}, got {value!r}.", setting=setting)
     try:
         seconds = float(str(value).strip()) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{setting} must be a number of seconds, got {value!r}.", setting=setting) from None
+        raise ConfigError(f"{setting} must be a number of {unit}, got {value!r}.", setting=setting) from None
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(
-            f"{setting} must be a positive number of seconds, got {value!r}.", setting=setting
+            f"{setting} must be a positive number of {unit}, got {value!r}.", setting=setting
         )
     return seconds
 
@@ -92,6 +92,8 @@ class GuardConfig:
     timeout: float = 10.0
     #: stop when the pre-flight check fails (API unreachable): nothing was ever confirmed
     require_preflight: bool = True
+    #: warn once when the burn-rate forecast says the money lasts fewer minutes than this
+    warn_minutes: float | None = None
 
     def __repr__(self) -> str:
         return (
@@ -99,7 +101,7 @@ class GuardConfig:
             f"interval={self.interval!r}, min_balance={self.min_balance!r}, "
             f"warn_balance={self.warn_balance!r}, max_spend={self.max_spend!r}, "
             f"max_failures={self.max_failures!r}, timeout={self.timeout!r}, "
-            f"require_preflight={self.require_preflight!r})"
+            f"require_preflight={self.require_preflight!r}, warn_minutes={self.warn_minutes!r})"
         )
 
     @property
@@ -119,6 +121,7 @@ class GuardConfig:
         max_failures: object = 3,
         timeout: object = 10.0,
         require_preflight: object = True,
+        warn_minutes: object = None,
         names: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> GuardConfig:
@@ -160,6 +163,11 @@ class GuardConfig:
             max_failures=_to_count(max_failures, name("max_failures")),
             timeout=_to_seconds(timeout, name("timeout")),
             require_preflight=_to_bool(require_preflight, name("require_preflight")),
+            warn_minutes=(
+                None
+                if warn_minutes is None or (isinstance(warn_minutes, str) and not warn_minutes.strip())
+                else _to_seconds(warn_minutes, name("warn_minutes"), unit="minutes")
+            ),
         )
 
     def with_values(self, **changes: Any) -> GuardConfig:
@@ -168,7 +176,7 @@ class GuardConfig:
             f: getattr(self, f)
             for f in (
                 "api_url", "interval", "min_balance", "warn_balance", "max_spend",
-                "max_failures", "timeout", "require_preflight",
+                "max_failures", "timeout", "require_preflight", "warn_minutes",
             )
         }
         values.update(changes)

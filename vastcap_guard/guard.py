@@ -22,6 +22,7 @@ from .errors import (
     InvalidKeyError,
     LowBalanceError,
 )
+from .forecast import BurnRate, Forecast
 
 #: answers about the account that stop at once, whatever the failure policy
 _FINAL = (InvalidKeyError, AccountDisabledError, LowBalanceError)
@@ -88,6 +89,10 @@ class Verdict:
     reading: Reading | None
     #: the stop reason (STOP) or the tolerated failure (FAILED)
     error: GuardError | None = None
+    #: the burn-rate projection after this reading
+    forecast: Forecast | None = None
+    #: the projection just fell below ``warn_minutes`` (reported once per crossing)
+    forecast_low: bool = False
 
     @property
     def stop(self) -> bool:
@@ -124,6 +129,13 @@ class Guard:
         self.pending_spend = Decimal(0)
         self._last_seq = -1
         self._warned = False
+        self._forecast_warned = False
+        self.burn_rate = BurnRate(config.min_balance)
+
+    @property
+    def forecast(self) -> Forecast:
+        """Spend per minute and minutes left, from this job's readings (``state='unknown'`` at first)."""
+        return self.burn_rate.forecast
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -166,6 +178,7 @@ class Guard:
                 self.spent += self.balance - balance
             self.balance = balance
             self.pending_spend = Decimal(0)
+            forecast = self.burn_rate.add(balance, reading.at)
             cfg = self.config
             if balance < cfg.min_balance:
                 return self._stop(reading, self.low_balance_error(balance))
@@ -180,14 +193,30 @@ class Guard:
                         max_spend=cfg.max_spend,
                     ),
                 )
+            forecast_low = self._forecast_crossed(forecast)
+            action = Action.OK
             if cfg.warn_balance is not None:
                 if balance < cfg.warn_balance:
                     if not self._warned:
                         self._warned = True
-                        return Verdict(Action.WARN, reading)
+                        action = Action.WARN
                 else:
                     self._warned = False  # topped up: warn again on the next fall
-            return Verdict(Action.OK, reading)
+            return Verdict(action, reading, forecast=forecast, forecast_low=forecast_low)
+
+    def _forecast_crossed(self, forecast: Forecast) -> bool:
+        limit = self.config.warn_minutes
+        if limit is None or forecast.minutes_left is None:
+            if forecast.state == "no_spend":
+                self._forecast_warned = False
+            return False
+        if forecast.minutes_left < Decimal(str(limit)):
+            if not self._forecast_warned:
+                self._forecast_warned = True
+                return True
+            return False
+        self._forecast_warned = False
+        return False
 
     def _failed(self, reading: Reading, first: bool) -> Verdict:
         error = reading.error or ApiUnavailableError("getBalance gave no balance.")
@@ -259,4 +288,6 @@ class Guard:
                 "checks": self.checks,
                 "check_failures": self.check_failures,
                 "tripped": self.tripped.reason if self.tripped else None,
+                "spend_per_minute": self.forecast.spend_per_minute,
+                "minutes_left": self.forecast.minutes_left,
             }
