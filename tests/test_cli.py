@@ -147,3 +147,73 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_watch_prints_plain_lines_when_not_a_tty(sandbox: Sandbox) -> None:
+    p = run(["watch", "--interval", "0.1", "--count", "3"], KEY, sandbox.url)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("balance $10.25") for line in lines)
+    assert "\r" not in p.stdout and "rate unknown" in lines[0]
+
+
+def test_watch_exits_like_check_when_the_money_runs_out(sandbox: Sandbox) -> None:
+    import threading
+
+    timer = threading.Timer(1.0, sandbox.set_balance, (KEY, "0"))
+    timer.start()
+    try:
+        p = run(["watch", "--interval", "0.2", "--count", "200"], KEY, sandbox.url)
+    finally:
+        timer.cancel()
+    assert p.returncode == 10 and "vastcap_low_balance" in p.stderr
+    assert "balance $0.00" in p.stdout.strip().splitlines()[-1]
+
+
+def test_watch_shows_the_spend_rate(sandbox: Sandbox) -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def spend() -> None:
+        balance = 10
+        while not stop.wait(0.15):
+            balance -= 0.01
+            sandbox.set_balance(KEY, f"{balance:.2f}")
+
+    t = threading.Thread(target=spend)
+    t.start()
+    try:
+        p = run(["watch", "--interval", "0.2", "--count", "8", "--warn-minutes", "100000"], KEY, sandbox.url)
+    finally:
+        stop.set()
+        t.join()
+    assert p.returncode == 0
+    assert "spending $" in p.stdout and "left" in p.stdout
+    assert p.stdout.count("money runs out within --warn-minutes") == 1
+
+
+def test_watch_updates_one_line_on_a_terminal(sandbox: Sandbox) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VASTCAP_")}
+    env.update(VASTCAP_API_KEY=KEY, VASTCAP_API_URL=sandbox.url)
+    cmd = [EXE] if EXE else [sys.executable, "-m", "vastcap_guard.cli"]
+    proc = subprocess.run([*cmd, "watch", "--interval", "0.1", "--count", "3"], env=env, stdout=slave,
+                          stderr=subprocess.PIPE, timeout=60)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    text = out.decode()
+    assert text.count("\r") >= 3 and text.count("balance $10.25") == 3
+    assert text.rstrip("\r\n").count("\n") == 0  # one line, rewritten in place

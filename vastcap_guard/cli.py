@@ -45,6 +45,9 @@ _NAMES = {
     "min_balance": "--min-balance",
     "warn_balance": "--warn-balance",
     "timeout": "--timeout",
+    "interval": "--interval",
+    "max_failures": "--max-failures",
+    "warn_minutes": "--warn-minutes",
 }
 
 
@@ -146,6 +149,77 @@ def cmd_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _watch_line(guard: Guard, verdict_text: str) -> str:
+    f = guard.forecast
+    balance = format_usd(guard.balance) if guard.balance is not None else "?"
+    if f.state == "spending":
+        assert f.spend_per_minute is not None and f.minutes_left is not None
+        rate = f"spending ${f.spend_per_minute:.4f}/min, {_minutes(f.minutes_left)} left"
+    elif f.state == "no_spend":
+        rate = "no spend"
+    else:
+        rate = "rate unknown"
+    return (f"balance {balance} | spent {format_usd(guard.spent)} | {rate} | "
+            f"checks {guard.checks} ({guard.check_failures} failed){verdict_text}")
+
+
+def _minutes(m: Decimal) -> str:
+    total = int(m)
+    if m < 1:
+        return f"{int(m * 60)}s"
+    if total >= 120:
+        return f"{total // 60}h{total % 60:02d}m"
+    return f"{m:.1f} min"
+
+
+def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance,
+                  interval=args.interval, max_failures=args.max_failures, warn_minutes=args.warn_minutes)
+    guard = Guard(cfg)
+    err = guard.preflight_error()
+    if err:
+        return _fail(err, args, stderr, stdout)
+    live = stdout.isatty() and not args.plain
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    width = 0
+    with BalanceClient(cfg.api_key, api_url=cfg.api_url, timeout=cfg.timeout) as client:
+        n = 0
+        try:
+            while True:
+                verdict = guard.observe(read_balance(client))
+                assert verdict is not None
+                n += 1
+                note = ""
+                if verdict.action is Action.FAILED and verdict.error is not None:
+                    note = f" | check failed: {verdict.error.reason}"
+                elif verdict.action is Action.WARN:
+                    note = " | below --warn-balance"
+                if verdict.forecast_low:
+                    note += " | money runs out within --warn-minutes"
+                line = _watch_line(guard, note)
+                if live:
+                    print("\r" + line.ljust(width), end="", file=stdout, flush=True)
+                    width = len(line)
+                else:
+                    print(line, file=stdout, flush=True)
+                if verdict.action is Action.STOP:
+                    if live:
+                        print(file=stdout)
+                    assert verdict.error is not None
+                    return _fail(verdict.error, args, stderr, stdout)
+                if args.count and n >= args.count:
+                    break
+                if stop.wait(cfg.interval):
+                    break
+        except KeyboardInterrupt:
+            pass
+    if live:
+        print(file=stdout)
+    return EXIT_OK
+
+
 def _parse_account(text: str) -> tuple[str, str]:
     key, sep, amount = text.partition("=")
     if not sep or not key:
@@ -221,6 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("watch", parents=[common],
+                       help="show balance, spend rate and time left, live; exit like check when it can't pay")
+    p.add_argument("--interval", default="30", metavar="SECONDS", help="seconds between checks (default 30)")
+    p.add_argument("--min-balance", default=str(DEFAULT_MIN_BALANCE), metavar="USD",
+                   help="exit below this balance (default 0.001)")
+    p.add_argument("--warn-balance", default=None, metavar="USD", help="flag the line below this balance")
+    p.add_argument("--warn-minutes", default=None, metavar="MINUTES",
+                   help="flag the line when the money lasts fewer minutes than this")
+    p.add_argument("--max-failures", default="3", metavar="N",
+                   help="consecutive failed checks before exiting 14 (default 3; 0 never)")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N checks (default: run on)")
+    p.add_argument("--plain", action="store_true", help="plain log lines even on a terminal")
+    p.set_defaults(func=cmd_watch, json=False)
 
     p = sub.add_parser("sandbox", help="serve a local VastCap API for offline development")
     p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
