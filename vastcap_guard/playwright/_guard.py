@@ -461,11 +461,6 @@ class PlaywrightGuard:
 
     # -- context managers --------------------------------------------------------------------------
     def __enter__(self) -> PlaywrightGuard:
-        if _running_loop() is not None:
-            raise RuntimeError(
-                "An asyncio loop is running in this thread: use `async with guard(...)` (or decorate an "
-                "async def function) so the guard does not block it."
-            )
         scope = _Scope(self)
         self._last = scope
         scope.enter_sync()

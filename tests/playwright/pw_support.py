@@ -1,0 +1,153 @@
+"""Helpers for the Playwright adapter tests (imported by conftest.py and the tests)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SYSTEM_CHROMIUM = "/usr/bin/chromium"
+SYSTEM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@functools.cache
+def find_browser() -> tuple[str, dict[str, Any]] | None:
+    """(description, launch kwargs) of the browser to test with, or None."""
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            managed = p.chromium.executable_path
+    except Exception:
+        managed = ""
+    if managed and os.path.exists(managed):
+        return f"Playwright-managed Chromium ({managed})", {"args": list(SYSTEM_ARGS)}
+    if os.path.exists(SYSTEM_CHROMIUM):
+        return f"system Chromium ({SYSTEM_CHROMIUM})", {"executable_path": SYSTEM_CHROMIUM, "args": list(SYSTEM_ARGS)}
+    return None
+
+
+def browser_pids(marker: str) -> list[int]:
+    """Processes whose command line carries ``marker`` (any Chromium process a test launched)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+def chromium_descendants() -> list[int]:
+    """Chromium processes below this one (through Playwright's driver)."""
+    parents: dict[int, int] = {}
+    names: dict[int, bytes] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                names[int(entry)] = f.read()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(b")", 1)[1].split()[1])
+    me = os.getpid()
+    found = []
+    for pid in parents:
+        p = pid
+        while p in parents and p not in (0, 1):
+            p = parents[p]
+            if p == me:
+                if b"chrom" in names.get(pid, b"").lower():
+                    found.append(pid)
+                break
+    return found
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def assert_gone(marker: str) -> None:
+    """The browsers this test launched have exited (generous wait: exit is asynchronous)."""
+    assert wait_until(lambda: not browser_pids(marker)), f"browser processes left: {browser_pids(marker)}"
+
+
+def guard_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("vastcap-guard-poller")]
+
+
+def set_balance_when(event: threading.Event, sandbox: Any, key: str, balance: object) -> threading.Thread:
+    """Set ``key``'s balance once ``event`` is set (the script is then busy), from another thread."""
+
+    def run() -> None:
+        if event.wait(30):
+            sandbox.set_balance(key, balance)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+
+class HangingPage:
+    """Serves ``/hang``: headers and half a body, then nothing until released (load never fires)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.reached = threading.Event()
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path != "/hang":
+                    body = b"<html><body>ok</body></html>"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    self.wfile.write(b"<html><body><p>loading")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                page.reached.set()
+                page.release.wait(60)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hang"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
