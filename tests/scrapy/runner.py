@@ -107,6 +107,7 @@ def main() -> None:
 
     caught: list[warnings.WarningMessage] = []
     warnings.simplefilter("always")
+    warnings.simplefilter("ignore", ResourceWarning)
     showwarning = warnings.showwarning
 
     def record_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,

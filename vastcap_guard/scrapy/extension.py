@@ -327,8 +327,10 @@ class BalanceGuard:
         """Account for ``cost`` USD about to be spent; return the projected balance.
 
         Raises the matching :class:`~vastcap_guard.GuardError` (low balance, spend cap, tripped
-        guard) and closes the spider with its reason. Awaits a balance reading if none was taken
-        yet (``VASTCAP_REQUIRE_PREFLIGHT = False`` and the API was down at start).
+        guard) and closes the spider with its reason. Awaits a fresh balance reading if none was
+        taken yet (``VASTCAP_REQUIRE_PREFLIGHT = False`` and the API was down at start); if that
+        fails too it raises :class:`~vastcap_guard.ApiUnavailableError` without closing the
+        spider (API failures follow ``VASTCAP_MAX_FAILURES``).
         """
         try:
             amount = parse_cost(cost)
@@ -337,9 +339,14 @@ class BalanceGuard:
         if self.guard.tripped is not None:
             raise self._stop(self.guard.tripped)
         if self.guard.balance is None and self._started and self._sub is not None:
-            self._apply(await self._read(max_age=self.config.interval))
+            # no balance was ever read (the API was down at start): read one now
+            self._apply(await self._read(max_age=None))
         try:
             return self.guard.reserve(amount)
+        except ApiUnavailableError:
+            if self.guard.tripped is not None:
+                raise self._stop(self.guard.tripped) from None
+            raise  # still no balance: refuse this spend, but API failures follow the failure policy
         except GuardError as exc:
             raise self._stop(exc) from None
 

@@ -1,0 +1,116 @@
+"""Run real crawls through ``runner.py`` in a subprocess (any reactor mode) and check the basics.
+
+Every crawl is checked for what must hold in all of them: the runner exited cleanly, the key is
+nowhere in the DEBUG-level log, no traceback was logged, no poller thread was left behind, and no
+ScrapyDeprecationWarning was emitted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import scrapy
+
+from vastcap_guard.scrapy._compat import scrapy_version
+
+RUNNER = Path(__file__).with_name("runner.py")
+
+#: a distinctive key, so that finding it in a log cannot be a coincidence
+KEY = "vc_live_S3CR3T_d0n0tl0g_7f3a9c21"
+MASKED = "vc_…9c21"
+
+SCRAPY = scrapy_version(scrapy.__version__)
+MODES = ["asyncio", "twisted", "reactorless"]
+
+
+def mode_supported(mode: str) -> bool:
+    return mode != "reactorless" or SCRAPY >= (2, 15)
+
+
+@dataclass
+class Crawl:
+    out: dict[str, Any]
+    log: str
+    stderr: str
+
+    def crawler(self, i: int = 0) -> dict[str, Any]:
+        return self.out["crawlers"][i]
+
+    def stats(self, i: int = 0) -> dict[str, Any]:
+        return self.crawler(i)["stats"]
+
+    @property
+    def reason(self) -> str:
+        return str(self.stats()["finish_reason"])
+
+    def signals(self, name: str, i: int = 0) -> list[dict[str, Any]]:
+        return [s for s in self.crawler(i)["signals"] if s["signal"] == name]
+
+    def lines(self, level: str, logger: str = "vastcap_guard") -> list[str]:
+        return [line for line in self.log.splitlines() if f"[{logger}" in line and f"] {level}:" in line]
+
+
+def run_crawl(
+    tmp_path: Path,
+    crawlers: list[dict[str, Any]],
+    settings: dict[str, Any] | None = None,
+    *,
+    mode: str = "asyncio",
+    during: Callable[[subprocess.Popen[str]], None] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 90,
+    key: str = KEY,
+) -> Crawl:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log_file = tmp_path / f"crawl-{time.monotonic_ns()}.log"
+    config = {"mode": mode, "log_file": str(log_file), "settings": settings or {}, "crawlers": crawlers}
+    config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
+    config_file.write_text(json.dumps(config))
+    proc_env = dict(os.environ if env is None else env)
+    proc_env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), str(config_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=proc_env,
+    )
+    try:
+        if during is not None:
+            during(proc)
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    log = log_file.read_text() if log_file.exists() else ""
+    assert proc.returncode == 0, f"runner failed ({proc.returncode}):\n{stderr[-4000:]}\n{log[-4000:]}"
+    out = json.loads(stdout.strip().splitlines()[-1])
+    crawl = Crawl(out, log, stderr)
+    # what must hold in every crawl
+    assert key not in log, "the API key appeared in the crawl log"
+    assert key not in stdout and key not in stderr
+    assert "Traceback" not in log, log[-4000:]
+    assert out["poller_threads"] == [] and out["active_pollers"] == 0, "a poller thread was left behind"
+    deprecations = [w for w in out["warnings"] if "ScrapyDeprecationWarning" in w or "vastcap_guard" in w]
+    assert deprecations == [], deprecations
+    return crawl
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str] | None = None, timeout: float = 30) -> None:
+    """Wait (generously) until ``condition()``; fail if the crawl ended first or time ran out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("the crawl ended before the condition was met")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the condition")
+        time.sleep(0.02)
