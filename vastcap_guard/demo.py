@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from .config import DEFAULT_MIN_BALANCE
 from .guard import format_usd
 from .sandbox import Sandbox
 from .site import LocalSite
@@ -137,6 +138,7 @@ class _CrawlLog:
     path: Path
     stop_reason: str | None = None
     stop_at: float | None = None
+    stop_clock: str | None = None
     guard_lines: list[str] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
 
@@ -155,8 +157,10 @@ class _CrawlLog:
                 m = _CLOSING.search(line)
                 if m and self.stop_reason is None:
                     self.stop_reason, self.stop_at = m.group("reason"), time.monotonic()
-                if "[vastcap_guard" in line and (" ERROR: " in line or " WARNING: " in line):
-                    self.guard_lines.append(line)
+                    self.stop_clock = time.strftime("%H:%M:%S")
+                start = line.find("[vastcap_guard")
+                if start >= 0 and (" ERROR: " in line or " WARNING: " in line):
+                    self.guard_lines.append(line[start:])
 
 
 @dataclass
@@ -219,7 +223,10 @@ def _read_result(path: Path) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; see the module docstring. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or bad options (argparse printed why)
+        return exc.code if isinstance(exc.code, int) else 2
     out, err = sys.stdout, sys.stderr
 
     missing = [name for name in ("scrapy", "vastcap_guard.scrapy") if importlib.util.find_spec(name) is None]
@@ -236,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     balance: Decimal = args.balance
     price: Decimal = args.price
     captcha_pages = -(-args.pages // args.captcha_every)
-    affordable = int(balance // price)
+    affordable = max(0, int((balance - DEFAULT_MIN_BALANCE) // price))
     if affordable < 1:
         err.write(f"vastcap-guard demo: a balance of {format_usd(balance)} cannot pay for one captcha at "
-                  f"{format_usd(price)}: the guard would refuse to start. Raise --balance.\n")
+                  f"{format_usd(price)} and keep the minimum of {format_usd(DEFAULT_MIN_BALANCE)}. "
+                  "Raise --balance.\n")
         return 2
 
     out.write(f"vastcap-guard demo: a crawl that pays {format_usd(price)} per captcha, on an account "
@@ -269,7 +277,6 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
             "-a", f"site_url={site.url}",
             "-s", f"VASTCAP_CHECK_INTERVAL={args.interval:g}",
             "-s", f"CAPTCHA_COST={price}",
-            "-s", f"VASTCAP_MIN_BALANCE={price}",
             "-s", f"DOWNLOAD_DELAY={args.download_delay:g}",
             "-s", f"DEMO_RESULT_FILE={result_file}",
             "-s", "LOG_LEVEL=INFO",
@@ -333,12 +340,13 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
         ("balance checks", f"{stats.get('vastcap/checks', '?')} (every {args.interval:g} s), "
                            f"{stats.get('vastcap/check_failures', 0)} failed"),
         ("paid requests blocked", f"{stats.get('vastcap/requests_blocked', 0)} (CostGuardMiddleware)"),
-        ("stopped", f"after {stop_after:.1f} s, finish_reason: {reason or 'unknown'}"),
+        ("stopped", f"after {stop_after:.1f} s{f' (at {log.stop_clock})' if log.stop_clock else ''}, "
+                    f"finish_reason: {reason or 'unknown'}"),
     ]
     for name, value in rows:
         out.write(f"  {name:<22} {value}\n")
     for line in log.guard_lines[-3:]:
-        out.write(f"  guard log: {line}\n")
+        out.write(f"  {'guard log':<22} {line}\n")
     if args.log:
         out.write(f"  full crawl log: {log_path}\n")
 
@@ -349,8 +357,9 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
         err.write(f"\nvastcap-guard demo: the crawl was still running after {args.timeout:g} s and was "
                   "stopped; the guard did not stop it.\n")
     if reason == EXPECTED_REASON and not timed_out:
-        out.write(f"\nThe guard stopped the crawl when the balance ({format_usd(balance_end)}) could no longer "
-                  f"pay for a captcha ({format_usd(price)}): finish_reason {EXPECTED_REASON}.\n")
+        out.write(f"\nvastcap-guard stopped the crawl (finish_reason {EXPECTED_REASON}) when the account could "
+                  f"no longer pay for more captchas at {format_usd(price)} and keep its minimum balance of "
+                  f"{format_usd(DEFAULT_MIN_BALANCE)}; {format_usd(balance_end)} is left.\n")
         return 0
     if not timed_out:
         if reason == "finished" and balance_end < price:

@@ -32,10 +32,9 @@ DOWNLOADER_MIDDLEWARES = {
 
 VASTCAP_API_URL = os.environ.get("VASTCAP_API_URL", "http://127.0.0.1:8787/api/solver")
 VASTCAP_CHECK_INTERVAL = float(os.environ.get("VASTCAP_CHECK_INTERVAL", "5"))
+# VASTCAP_MIN_BALANCE: left at its default, $0.001 (the API's own minimum for solving).
 # What one solved captcha costs (USD); the spider puts it in meta["vastcap_cost"].
 CAPTCHA_COST = os.environ.get("CAPTCHA_COST", "0.002")
-# Stop when the account cannot pay for one more captcha (the API's own minimum is $0.001).
-VASTCAP_MIN_BALANCE = CAPTCHA_COST
 
 # -- the crawl --------------------------------------------------------------------------------
 DEMO_SITE_URL = os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8788/")

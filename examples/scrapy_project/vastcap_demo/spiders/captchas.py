@@ -22,6 +22,8 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from vastcap_demo.solver import SolveError, VastCapSolver
+from vastcap_guard import GuardError
+from vastcap_guard.scrapy import get_guard
 
 
 class CaptchaSpider(scrapy.Spider):
@@ -98,14 +100,24 @@ class CaptchaSpider(scrapy.Spider):
         else:
             self.logger.warning("Captcha on %s not solved: %s", page["url"], exc)
 
-    def on_api_failure(self, failure: Failure) -> None:
+    async def on_api_failure(self, failure: Failure) -> None:
         request = getattr(failure, "request", None)
         url = request.cb_kwargs.get("page", {}).get("url", "?") if request is not None else "?"
-        if failure.check(IgnoreRequest):
-            # CostGuardMiddleware dropped the paid createTask: the account could not pay for it
-            self.crawler.stats.inc_value("demo/captchas_blocked")
-            self.logger.info("Captcha on %s skipped: vastcap-guard blocked the paid request", url)
+        if not failure.check(IgnoreRequest):
+            self.crawler.stats.inc_value("demo/captchas_failed")
+            self.logger.warning("Captcha on %s not solved: the VastCap API call failed (%s)", url,
+                                failure.getErrorMessage())
             return
-        self.crawler.stats.inc_value("demo/captchas_failed")
-        self.logger.warning("Captcha on %s not solved: the VastCap API call failed (%s)", url,
-                            failure.getErrorMessage())
+        # CostGuardMiddleware dropped the paid createTask: with what is already being spent, the
+        # account cannot pay for this captcha. The middleware only drops requests; ask the guard
+        # whether the crawl can still pay at all. If not, ensure_funds() closes the spider with
+        # the reason (vastcap_low_balance); otherwise only this captcha is skipped.
+        self.crawler.stats.inc_value("demo/captchas_blocked")
+        guard = get_guard(self.crawler)
+        if guard is not None:
+            try:
+                await guard.ensure_funds(self.solver.cost)
+            except GuardError as exc:
+                self.logger.info("Captcha on %s not solved: %s", url, exc.reason)
+                return
+        self.logger.info("Captcha on %s skipped: vastcap-guard blocked the paid request", url)
