@@ -45,6 +45,13 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _bind(func: Any, name: str) -> Any:
+    def handler(**kw: Any) -> None:
+        func(name, **kw)
+
+    return handler
+
+
 class FollowSpider(scrapy.Spider):
     """Follows every link of the local site. Options:
 
@@ -120,7 +127,7 @@ def main() -> None:
     try:
         from scrapy.crawler import AsyncCrawlerProcess
     except ImportError:  # Scrapy 2.13
-        AsyncCrawlerProcess = None  # noqa: N806
+        AsyncCrawlerProcess = None
     from scrapy.crawler import CrawlerProcess
 
     if mode == "twisted" or AsyncCrawlerProcess is None:
@@ -153,8 +160,7 @@ def main() -> None:
             record["signals"].append(entry)
 
         for name in ("balance_checked", "balance_low", "guard_tripped"):
-            handler = (lambda name: lambda **kw: on_signal(name, **kw))(name)
-            record.setdefault("_handlers", []).append(handler)  # keep strong references
+            handler = _bind(on_signal, name)
             crawler.signals.connect(handler, signal=getattr(signals, name), weak=False)
 
         def seen_request(request: Any, record: dict[str, Any] = record, **kw: Any) -> None:
@@ -174,7 +180,6 @@ def main() -> None:
     out: dict[str, Any] = {"crawlers": [], "scrapy": scrapy.__version__, "mode": mode}
     for record in results:
         crawler = record.pop("crawler")
-        record.pop("_handlers", None)
         record["stats"] = _jsonable(crawler.stats.get_stats())
         record["guard"] = get_guard(crawler) is not None
         out["crawlers"].append(_jsonable(record))

@@ -100,7 +100,8 @@ class LoopBridge:
         """
         if self._loop is not None:
             return asyncio.wait_for(asyncio.wrap_future(future, loop=self._loop), timeout)
-        return self._deferred(future, timeout)
+        deferred: Awaitable[T] = self._deferred(future, timeout)
+        return deferred
 
     def _deferred(self, future: concurrent.futures.Future[T], timeout: float) -> Any:
         from twisted.internet import defer
