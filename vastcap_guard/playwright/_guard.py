@@ -52,7 +52,10 @@ _CLOSE_WAIT = 15.0
 
 _NAMES = {
     f: f
-    for f in ("api_key", "api_url", "interval", "min_balance", "warn_balance", "max_spend", "max_failures", "timeout")
+    for f in (
+        "api_key", "api_url", "interval", "min_balance", "warn_balance", "max_spend", "max_failures", "timeout",
+        "warn_minutes",
+    )
 }
 
 
@@ -283,6 +286,12 @@ class _Scope:
                 "vastcap-guard: the VastCap balance is %s, below the warning level of %s.",
                 format_usd(verdict.reading.balance),
                 format_usd(warn) if warn is not None else "?",
+            )
+        if verdict.forecast_low and verdict.action is not Action.STOP and verdict.forecast is not None:
+            logger.warning(
+                "vastcap-guard: at the current spend the VastCap balance lasts less than %s minutes (%s).",
+                f"{self.config.warn_minutes:g}",
+                verdict.forecast,
             )
 
     # -- tracking and stopping -------------------------------------------------------------------
@@ -533,11 +542,14 @@ def guard(
     max_spend: Money | None = None,
     max_failures: int = 3,
     timeout: float = 10,
+    warn_minutes: float | None = None,
 ) -> PlaywrightGuard:
     """Guard a Playwright script (sync or async API) against an account that cannot pay.
 
     ``api_key`` falls back to ``VASTCAP_API_KEY`` and ``api_url`` to ``VASTCAP_API_URL`` (then
-    VastCap's own URL). Bad values raise :class:`~vastcap_guard.ConfigError` naming the parameter.
+    VastCap's own URL). ``warn_minutes`` logs one warning when the spend rate says the money
+    lasts fewer minutes than that. Bad values raise :class:`~vastcap_guard.ConfigError` naming
+    the parameter.
     """
     if callable(api_key):
         raise TypeError("Use the decorator with parentheses: @guard() or @guard(api_key=...).")
@@ -550,6 +562,7 @@ def guard(
         max_spend=max_spend,
         max_failures=max_failures,
         timeout=timeout,
+        warn_minutes=warn_minutes,
         names=_NAMES,
     )
     return PlaywrightGuard(config)
