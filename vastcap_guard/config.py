@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._secrets import mask_key
 from .client import DEFAULT_API_URL, check_api_url
@@ -74,6 +75,24 @@ def _to_bool(value: object, setting: str) -> bool:
     raise ConfigError(f"{setting} must be true or false, got {value!r}.", setting=setting)
 
 
+def _to_state_url(value: object, setting: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or urlsplit(value.strip()).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(
+            f"{setting} must be a Redis URL such as redis://127.0.0.1:6379/0, got {_safe_state(value)!r}.",
+            setting=setting,
+        )
+    return value.strip()
+
+
+def _safe_state(value: object) -> object:
+    if isinstance(value, str) and "@" in value:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return value
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     """What a guard watches and when it stops. Build it with :meth:`build` to validate input.
@@ -94,6 +113,8 @@ class GuardConfig:
     require_preflight: bool = True
     #: warn once when the burn-rate forecast says the money lasts fewer minutes than this
     warn_minutes: float | None = None
+    #: fleet mode: a Redis URL (``redis://host:6379/0``) shared by every member of the fleet
+    shared_state: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -101,7 +122,8 @@ class GuardConfig:
             f"interval={self.interval!r}, min_balance={self.min_balance!r}, "
             f"warn_balance={self.warn_balance!r}, max_spend={self.max_spend!r}, "
             f"max_failures={self.max_failures!r}, timeout={self.timeout!r}, "
-            f"require_preflight={self.require_preflight!r}, warn_minutes={self.warn_minutes!r})"
+            f"require_preflight={self.require_preflight!r}, warn_minutes={self.warn_minutes!r}, "
+            f"shared_state={_safe_state(self.shared_state)!r})"
         )
 
     @property
@@ -122,6 +144,7 @@ class GuardConfig:
         timeout: object = 10.0,
         require_preflight: object = True,
         warn_minutes: object = None,
+        shared_state: object = None,
         names: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> GuardConfig:
@@ -168,6 +191,7 @@ class GuardConfig:
                 if warn_minutes is None or (isinstance(warn_minutes, str) and not warn_minutes.strip())
                 else _to_seconds(warn_minutes, name("warn_minutes"), unit="minutes")
             ),
+            shared_state=_to_state_url(shared_state, name("shared_state")),
         )
 
     def with_values(self, **changes: Any) -> GuardConfig:
@@ -176,7 +200,7 @@ class GuardConfig:
             f: getattr(self, f)
             for f in (
                 "api_url", "interval", "min_balance", "warn_balance", "max_spend",
-                "max_failures", "timeout", "require_preflight", "warn_minutes",
+                "max_failures", "timeout", "require_preflight", "warn_minutes", "shared_state",
             )
         }
         values.update(changes)

@@ -119,3 +119,19 @@ REASONS: dict[str, type[GuardError]] = {
         ConfigError,
     )
 }
+
+
+def error_for_reason(reason: str, message: str) -> GuardError:
+    """Rebuild an error from its reason and message (e.g. a stop another process published)."""
+    from decimal import Decimal
+
+    cls = REASONS.get(reason, ApiError)
+    if cls is LowBalanceError:
+        return LowBalanceError(message, balance=Decimal(0), minimum=Decimal(0))
+    if cls is BudgetExceededError:
+        return BudgetExceededError(message, spent=Decimal(0), max_spend=Decimal(0))
+    if cls is ApiError:
+        return ApiError(message, code=reason)
+    if cls is ConfigError:
+        return ConfigError(message, setting="")
+    return cls(message)

@@ -8,8 +8,10 @@ checks failed in a row). Every adapter feeds it :class:`Reading` objects and act
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -59,6 +61,10 @@ class Reading:
     monotonic: float = field(default_factory=time.monotonic)
     #: increasing number per poller, so a reading seen twice is counted once
     seq: int = 0
+    #: fleet mode: another member of the fleet stopped with ``error``; this job stops too
+    remote_stop: bool = False
+    #: fleet mode: what the whole fleet spent since its first member started (replaces local spend)
+    fleet_spent: Decimal | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,6 +137,12 @@ class Guard:
         self._warned = False
         self._forecast_warned = False
         self.burn_rate = BurnRate(config.min_balance)
+        self._trip_listeners: list[Callable[[GuardError], None]] = []
+
+    def add_trip_listener(self, listener: Callable[[GuardError], None]) -> None:
+        """Call ``listener(error)`` once when this guard trips by its own decision (fleet mode
+        publishes it); a stop learnt from elsewhere (``Reading.remote_stop``) is not re-announced."""
+        self._trip_listeners.append(listener)
 
     @property
     def forecast(self) -> Forecast:
@@ -143,12 +155,19 @@ class Guard:
         """A pre-flight verdict exists (the job was allowed to start, or stopped)."""
         return self.checks > 0 or self.tripped is not None
 
-    def trip(self, error: GuardError) -> GuardError:
-        """Record a stop decided elsewhere (a cost check, a fleet member). The first one wins."""
+    def trip(self, error: GuardError, *, announce: bool = True) -> GuardError:
+        """Record a stop (also one decided elsewhere: a cost check, a fleet member). The first wins."""
         with self._lock:
-            if self.tripped is None:
-                self.tripped = error
-            return self.tripped
+            if self.tripped is not None:
+                return self.tripped
+            self.tripped = error
+        if announce:
+            for listener in list(self._trip_listeners):
+                try:
+                    listener(error)
+                except Exception:
+                    logging.getLogger("vastcap_guard").debug("trip listener failed", exc_info=True)
+        return error
 
     # -- decisions -----------------------------------------------------------------------------
     def preflight_error(self) -> GuardError | None:
@@ -165,6 +184,8 @@ class Guard:
             self._last_seq = max(self._last_seq, reading.seq)
             if self.tripped is not None:
                 return Verdict(Action.STOP, reading, self.tripped)
+            if reading.remote_stop and reading.error is not None:
+                return Verdict(Action.STOP, reading, self.trip(reading.error, announce=False))
             first = self.checks == 0
             self.checks += 1
             self.last_reading = reading
@@ -176,6 +197,8 @@ class Guard:
                 self.balance_start = balance
             elif self.balance is not None and balance < self.balance:
                 self.spent += self.balance - balance
+            if reading.fleet_spent is not None:
+                self.spent = reading.fleet_spent
             self.balance = balance
             self.pending_spend = Decimal(0)
             forecast = self.burn_rate.add(balance, reading.at)

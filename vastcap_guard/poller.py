@@ -14,13 +14,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._secrets import key_id, mask_key
 from .client import BalanceClient
 from .config import GuardConfig
-from .errors import ApiUnavailableError, GuardError
-from .guard import Reading
+from .errors import ApiUnavailableError, ConfigError, GuardError
+from .guard import Guard, Reading
+
+if TYPE_CHECKING:
+    from .fleet import FleetCoordinator
 
 __all__ = ["BalanceSource", "Subscription", "active_pollers", "read_balance", "subscribe"]
 
@@ -66,18 +69,21 @@ def read_balance(client: BalanceSource) -> Reading:
 
 
 class _SharedPoller:
-    def __init__(self, registry_key: tuple[str, str, float], config: GuardConfig, factory: ClientFactory) -> None:
+    def __init__(self, registry_key: tuple[str, ...], config: GuardConfig, factory: ClientFactory) -> None:
         self.registry_key = registry_key
         self.masked_key = mask_key(config.api_key)
         self._config = config
         self._factory = factory
         self._cond = threading.Condition()
         self._subs: list[Subscription] = []
-        self._waiters: list[concurrent.futures.Future[Reading]] = []
+        self._waiters: list[tuple[concurrent.futures.Future[Reading], float | None]] = []
+        self._outbox: list[tuple[Subscription | None, GuardError]] = []
         self._latest: Reading | None = None
         self._next_due: float | None = None
         self._stopping = False
         self.calls = 0
+        #: fleet mode (``config.shared_state``): created in the poller thread, never on a caller's loop
+        self.fleet: FleetCoordinator | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"vastcap-guard-poller[{self.masked_key}]", daemon=True
         )
@@ -122,9 +128,34 @@ class _SharedPoller:
             if self._stopping:
                 fut.set_result(Reading(None, ApiUnavailableError("The guard was closed."), seq=next(_seq)))
                 return fut
-            self._waiters.append(fut)
+            self._waiters.append((fut, max_age))
             self._cond.notify_all()
         return fut
+
+    def announce_stop(self, origin: Subscription | None, error: GuardError) -> None:
+        """Fleet mode: tell the fleet (and this process's other jobs) that ``origin`` stopped."""
+        if not self._config.shared_state or isinstance(error, ConfigError):
+            return
+        with self._cond:
+            self._outbox.append((origin, error))
+            self._cond.notify_all()
+
+    # -- fleet listener thread -----------------------------------------------------------------
+    def _from_fleet(self, reading: Reading) -> None:
+        """A reading or a stop published by another member of the fleet."""
+        with self._cond:
+            subs = list(self._subs)
+            waiters: list[tuple[concurrent.futures.Future[Reading], float | None]] = []
+            if not reading.remote_stop:
+                self._latest = reading
+                # the fleet's poller is alive: ours only watches for its silence
+                self._next_due = time.monotonic() + 1.5 * self._interval()
+                waiters, self._waiters = self._waiters, []
+        for fut, _ in waiters:
+            if not fut.done():
+                fut.set_result(reading)
+        for sub in subs:
+            sub._deliver(reading)
 
     # -- poller thread -------------------------------------------------------------------------
     def _interval(self) -> float:
@@ -132,18 +163,20 @@ class _SharedPoller:
 
     def _run(self) -> None:
         client: BalanceSource | None = None
+        factory_error: GuardError | None = None
         try:
             client = self._factory(self._config)
         except GuardError as exc:
-            client = None
-            factory_error: GuardError | None = exc
-        else:
-            factory_error = None
+            factory_error = exc
+        if self._config.shared_state and self._config.api_key:
+            from .fleet import FleetCoordinator
+
+            self.fleet = FleetCoordinator(self._config, self._from_fleet, lambda: next(_seq))
         try:
             while True:
                 with self._cond:
                     while not self._stopping:
-                        if self._waiters:
+                        if self._waiters or self._outbox:
                             break
                         now = time.monotonic()
                         if self._next_due is not None and now >= self._next_due:
@@ -152,18 +185,24 @@ class _SharedPoller:
                         self._cond.wait(timeout)
                     if self._stopping:
                         break
+                    outbox, self._outbox = self._outbox, []
+                    forced = [age for _, age in self._waiters]
+                    due = self._next_due is not None and time.monotonic() >= self._next_due
                     started = time.monotonic()
-                if client is None:
-                    reading = Reading(None, factory_error, seq=next(_seq))
-                else:
-                    self.calls += 1
-                    reading = read_balance(client)
+                for origin, error in outbox:
+                    self._publish_stop(origin, error)
+                if not forced and not due:
+                    continue
+                reading = self._poll(client, factory_error, forced)
                 with self._cond:
+                    if reading is None:  # another member polls for the fleet; watch for its silence
+                        self._next_due = time.monotonic() + 0.5 * self._interval()
+                        continue
                     self._latest = reading
                     self._next_due = max(started + self._interval(), time.monotonic())
                     waiters, self._waiters = self._waiters, []
                     subs = list(self._subs)
-                for fut in waiters:
+                for fut, _ in waiters:
                     if not fut.done():
                         fut.set_result(reading)
                 for sub in subs:
@@ -171,17 +210,49 @@ class _SharedPoller:
         finally:
             with self._cond:
                 waiters, self._waiters = self._waiters, []
-            for fut in waiters:
+            for fut, _ in waiters:
                 if not fut.done():
                     fut.set_result(Reading(None, ApiUnavailableError("The guard was closed."), seq=next(_seq)))
+            if self.fleet is not None:
+                self.fleet.close()
             if client is not None:
                 try:
                     client.close()
                 except Exception:  # pragma: no cover - closing a session does not fail in practice
                     logger.debug("closing the balance client failed", exc_info=True)
 
+    def _poll(self, client: BalanceSource | None, factory_error: GuardError | None,
+              forced: list[float | None]) -> Reading | None:
+        """One check for this process: a reading, or None when the fleet's poller will provide it."""
+        fleet = self.fleet
+        if fleet is not None and fleet.active:
+            if forced:
+                ages = [a for a in forced if a is not None]
+                if len(ages) == len(forced) and ages:
+                    shared = fleet.shared_reading(min(ages))
+                    if shared is not None:
+                        return shared
+            elif not fleet.try_lead():
+                return None
+        if client is None:
+            return Reading(None, factory_error, seq=next(_seq))
+        self.calls += 1
+        reading = read_balance(client)
+        if fleet is not None and fleet.active:
+            reading = fleet.publish(reading)
+        return reading
 
-_registry: dict[tuple[str, str, float], _SharedPoller] = {}
+    def _publish_stop(self, origin: Subscription | None, error: GuardError) -> None:
+        if self.fleet is not None:
+            self.fleet.publish_stop(error)
+        remote = Reading(None, error, seq=next(_seq), remote_stop=True)
+        with self._cond:
+            subs = [s for s in self._subs if s is not origin]
+        for sub in subs:
+            sub._deliver(remote)
+
+
+_registry: dict[tuple[str, ...], _SharedPoller] = {}
 _registry_lock = threading.Lock()
 
 
@@ -195,15 +266,19 @@ class Subscription:
         *,
         interval: float | None = None,
         client_factory: ClientFactory | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.config = config
         self.interval = float(interval if interval is not None else config.interval)
         self._on_reading = on_reading
         self._closed = False
         factory = client_factory or _default_factory
-        rkey = (key_id(config.api_key or "", config.api_url), config.api_url, config.timeout)
+        rkey: tuple[str, ...] = (
+            key_id(config.api_key or "", config.api_url), config.api_url, str(config.timeout),
+            config.shared_state or "",
+        )
         if client_factory is not None:
-            rkey = (rkey[0], f"{rkey[1]}#{id(client_factory)}", rkey[2])
+            rkey = (*rkey, f"factory#{id(client_factory)}")
         with _registry_lock:
             poller = _registry.get(rkey)
             if poller is None or not poller.thread.is_alive() or poller._stopping:
@@ -211,6 +286,18 @@ class Subscription:
                 _registry[rkey] = poller
             poller.add(self)
         self._poller = poller
+        if guard is not None:
+            guard.add_trip_listener(self._tripped)
+
+    def _tripped(self, error: GuardError) -> None:
+        if not self._closed:
+            self._poller.announce_stop(self, error)
+
+    @property
+    def fleet_active(self) -> bool:
+        """Fleet mode is on and Redis answers."""
+        fleet = self._poller.fleet
+        return fleet is not None and fleet.active
 
     def __repr__(self) -> str:
         return f"Subscription(key={self._poller.masked_key!r}, interval={self.interval!r}, closed={self._closed})"
@@ -260,9 +347,13 @@ def subscribe(
     *,
     interval: float | None = None,
     client_factory: ClientFactory | None = None,
+    guard: Guard | None = None,
 ) -> Subscription:
-    """Join the shared poller for ``config``'s key and API URL (starting it if needed)."""
-    return Subscription(config, on_reading, interval=interval, client_factory=client_factory)
+    """Join the shared poller for ``config``'s key and API URL (starting it if needed).
+
+    Pass the job's ``guard`` so that, in fleet mode, its stop is published to the fleet.
+    """
+    return Subscription(config, on_reading, interval=interval, client_factory=client_factory, guard=guard)
 
 
 def active_pollers() -> int:
