@@ -274,3 +274,59 @@ def test_a_body_error_without_a_stop_is_not_translated(sandbox: Sandbox) -> None
     with pytest.raises(ZeroDivisionError):
         with guard(KEY, api_url=sandbox.url, interval=60):
             1 / 0  # noqa: B018
+
+
+# -- other ways to start a session ------------------------------------------------------------------
+def test_persistent_context_is_checked_tracked_and_closed(
+    sandbox: Sandbox, launch: dict[str, Any], marker: str, hanging: HangingPage, tmp_path: Any
+) -> None:
+    set_balance_when(hanging.reached, sandbox, KEY, 0)
+    with pytest.raises(LowBalanceError) as info:
+        with guard(KEY, api_url=sandbox.url, interval=0.3):
+            with sync_playwright() as p:
+                context = p.chromium.launch_persistent_context(str(tmp_path / "profile"), **launch)
+                context.new_page().goto(hanging.url, timeout=60_000)
+    assert isinstance(info.value.__cause__, PlaywrightError)
+    assert_gone(marker)
+
+
+def test_connect_over_cdp_is_checked_tracked_and_disconnected(
+    sandbox: Sandbox, launch: dict[str, Any], marker: str, tmp_path: Any
+) -> None:
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    executable = launch.get("executable_path")
+    if executable is None:
+        with sync_playwright() as p:
+            executable = p.chromium.executable_path
+    proc = subprocess.Popen(
+        [executable, "--headless", f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'cdp'}",
+         *launch["args"], "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        assert wait_until(up, timeout=20), "chromium with a CDP port did not come up"
+        with sync_playwright() as p:
+            with pytest.raises(LowBalanceError) as info:
+                with guard(KEY, api_url=sandbox.url, interval=0.3):
+                    browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
+                    page = browser.new_context().new_page()
+                    threading.Timer(0.3, sandbox.set_balance, (KEY, 0)).start()
+                    page.wait_for_timeout(60_000)
+            assert isinstance(info.value.__cause__, PlaywrightError)
+            assert not browser.is_connected()
+    finally:
+        proc.kill()
+        proc.wait(10)
