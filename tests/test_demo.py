@@ -75,7 +75,9 @@ def test_example_project_is_stopped_by_the_guard_when_its_balance_runs_out(tmp_p
     assert created >= solved
     assert checks >= 2 and stats["vastcap/checks"] >= 2
     assert stats["vastcap/balance_start"] == pytest.approx(0.02)
-    assert stats["vastcap/balance"] <= float(balance_end)
+    # the guard saw the money go (its last reading may predate the last solves in flight)
+    assert float(balance_end) <= stats["vastcap/balance"] < 0.02
+    assert stats["vastcap/spent"] > 0
     # the crawl did real work before it was stopped, and stopped long before the site ran out
     assert captcha_pages_fetched > solved
     assert 10 < site_requests < 400

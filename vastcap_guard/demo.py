@@ -96,6 +96,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError(f"must be at least 0.1 seconds: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vastcap-guard demo",
@@ -110,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pages on the local site (default: %(default)s)")
     p.add_argument("--captcha-every", type=_positive_int, default=5, metavar="K",
                    help="page N carries a captcha when N %% K == 0 (default: %(default)s)")
-    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+    p.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
                    help="VASTCAP_CHECK_INTERVAL, seconds between balance checks (default: %(default)s)")
     p.add_argument("--solve-delay", type=_seconds, default=0.3, metavar="SECONDS",
                    help="how long the sandbox takes to solve a captcha (default: %(default)s)")
     p.add_argument("--download-delay", type=_seconds, default=0.05, metavar="SECONDS",
                    help="the crawl's DOWNLOAD_DELAY for site pages (default: %(default)s)")
-    p.add_argument("--timeout", type=_seconds, default=180.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=_interval, default=180.0, metavar="SECONDS",
                    help="give up (exit 1) if the crawl runs longer than this (default: %(default)s)")
     p.add_argument("--project", metavar="PATH",
                    help="the example project's directory (default: examples/scrapy_project of this checkout)")

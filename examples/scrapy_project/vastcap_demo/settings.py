@@ -50,6 +50,8 @@ DOWNLOAD_DELAY = float(os.environ.get("DEMO_DOWNLOAD_DELAY", "0.05"))
 DOWNLOAD_SLOTS = {
     "vastcap-api": {"concurrency": 4, "delay": 0},
 }
+# no extra listening ports for an example (the telnet console; Scrapy 2.19's remote control)
 TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 FEED_EXPORT_ENCODING = "utf-8"
