@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -114,6 +115,21 @@ def test_demo_runs_until_the_guard_stops_the_crawl() -> None:
     assert re.search(r"stopped +after \d+\.\d s \(at \d\d:\d\d:\d\d\), finish_reason: vastcap_low_balance", summary)
     assert "[vastcap_low_balance]" in summary  # the guard's own ERROR line
     assert DEMO_KEY not in out + proc.stderr
+
+
+def test_demo_without_the_example_project_runs_the_builtin_spider(tmp_path: Path) -> None:
+    # an installed package without the repository around it, as from a wheel
+    shutil.copytree(REPO / "vastcap_guard", tmp_path / "vastcap_guard",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env()
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "vastcap_guard.demo", "--balance", "0.01", "--interval", "0.5"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Running the built-in copy of its spider instead" in proc.stdout
+    assert "crawl    the built-in copy of the example spider" in proc.stdout
+    assert re.search(r"stopped +after .*finish_reason: vastcap_low_balance", proc.stdout)
+    assert re.search(r"balance +\$0\.01 -> \$0\.00", proc.stdout)
 
 
 def test_demo_fails_when_the_guard_does_not_stop_the_crawl() -> None:
