@@ -217,9 +217,11 @@ def _child_env(api_url: str) -> dict[str, str]:
            if k not in {"SCRAPY_SETTINGS_MODULE", "SCRAPY_PROJECT", "SCRAPY_PYTHON_SHELL"}}
     env["VASTCAP_API_KEY"] = DEMO_KEY
     env["VASTCAP_API_URL"] = api_url
-    # the crawl must import this very vastcap_guard, installed or not (a fresh clone)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    # the crawl must import this very vastcap_guard, installed or not (a fresh clone); never put a
+    # whole site-packages directory ahead of the standard library, though
+    package_root = Path(__file__).resolve().parent.parent
+    if package_root.name not in {"site-packages", "dist-packages"}:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("DEMO_RESULT_FILE", None)
     return env
