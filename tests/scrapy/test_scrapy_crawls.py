@@ -118,6 +118,7 @@ def test_preflight_stop_sends_zero_requests(tmp_path: Path, sb: Sandbox, site: L
     assert crawl.stats().get("downloader/request_count", 0) == 0
     errors = crawl.lines("ERROR")
     assert len(errors) == 1 and reason in errors[0] and words in errors[0]
+    assert crawl.stats()["log_count/ERROR"] == 1  # nothing else complained either
     tripped = crawl.signals("guard_tripped")
     assert [t["reason"] for t in tripped] == [reason]
 
@@ -156,6 +157,8 @@ def test_bad_setting_closes_with_config_error(tmp_path: Path, sb: Sandbox, site:
     crawl = run_crawl(tmp_path, [{"url": site.url}], guard_settings(sb, **{setting: value}))
     assert crawl.reason == "vastcap_config_error"
     assert site.request_count == 0
+    assert crawl.crawler().get("scheduled", 0) == 0
+    assert crawl.stats()["log_count/ERROR"] == 1
     assert sb.call_count("getBalance") == 0
     (error,) = crawl.lines("ERROR")
     assert setting in error
@@ -270,7 +273,7 @@ def test_warn_threshold_logs_and_signals_once(tmp_path: Path, sb: Sandbox, slow_
         set_and_wait_for_a_poll(sb, "4.5", proc)
         sb.set_balance(KEY, "4")
 
-    crawl = run_crawl(tmp_path, [{"url": slow_site.url, "max_pages": 100}],
+    crawl = run_crawl(tmp_path, [{"url": slow_site.url, "max_pages": 60}],
                       guard_settings(sb, VASTCAP_WARN_BALANCE=5, CONCURRENT_REQUESTS=1), during=spend)
     assert crawl.reason == "finished"
     low = crawl.signals("balance_low")

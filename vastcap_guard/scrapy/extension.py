@@ -149,6 +149,7 @@ class BalanceGuard:
         crawler.signals.connect(self.spider_closed, signal=scrapy_signals.spider_closed)
         crawler.signals.connect(self.request_scheduled, signal=scrapy_signals.request_scheduled)
         crawler.signals.connect(self.spider_idle, signal=scrapy_signals.spider_idle)
+        crawler.signals.connect(self._leave_poller, signal=scrapy_signals.engine_stopped)
         _guards[crawler] = self
 
     @classmethod
@@ -196,9 +197,7 @@ class BalanceGuard:
 
     def spider_closed(self, spider: Any = None, reason: str | None = None) -> None:
         self._closed = True
-        sub, self._sub = self._sub, None
-        if sub is not None:
-            sub.close()
+        self._leave_poller()
         if self._started and self.guard.checks:
             self._update_stats()
             g = self.guard
@@ -209,6 +208,12 @@ class BalanceGuard:
                 format_usd(g.balance) if g.balance is not None else "unknown",
                 format_usd(g.spent),
             )
+
+    def _leave_poller(self) -> None:
+        """Unsubscribe (the last crawler of an account stops the poller thread)."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
 
     def request_scheduled(self, request: Any = None, spider: Any = None) -> None:
         """Once the guard has tripped, no new request is scheduled."""
@@ -230,8 +235,9 @@ class BalanceGuard:
             bridge.call_soon_threadsafe(self._on_reading, reading)
 
     def _on_reading(self, reading: Reading) -> None:
-        if self._closed or not self._started:
-            return  # before pre-flight finishes, the pre-flight reading decides
+        if self._closed or not self._started or self.guard.tripped is not None:
+            # before pre-flight finishes, the pre-flight reading decides; after a stop, nothing does
+            return
         self._apply(reading)
 
     async def _read(self, max_age: float | None) -> Reading:
@@ -282,6 +288,8 @@ class BalanceGuard:
                 )
             else:
                 policy = "VASTCAP_MAX_FAILURES = 0: failed checks never stop the crawl"
+            if preflight:
+                policy += "; VASTCAP_REQUIRE_PREFLIGHT = False: the crawl starts without a confirmed balance"
             logger.warning("vastcap-guard: balance check failed (%s): %s", policy, err.message)
         return verdict
 
