@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="VASTCAP_CHECK_INTERVAL, seconds between balance checks (default: %(default)s)")
     p.add_argument("--solve-delay", type=_seconds, default=0.3, metavar="SECONDS",
                    help="how long the sandbox takes to solve a captcha (default: %(default)s)")
-    p.add_argument("--download-delay", type=_seconds, default=0.05, metavar="SECONDS",
+    p.add_argument("--download-delay", type=_seconds, default=0.08, metavar="SECONDS",
                    help="the crawl's DOWNLOAD_DELAY for site pages (default: %(default)s)")
     p.add_argument("--timeout", type=_interval, default=180.0, metavar="SECONDS",
                    help="give up (exit 1) if the crawl runs longer than this (default: %(default)s)")
@@ -388,9 +388,12 @@ def _run(args: argparse.Namespace, project: Path | None, tmp: Path, out: TextIO,
         err.write(f"\nvastcap-guard demo: the crawl was still running after {args.timeout:g} s and was "
                   "stopped; the guard did not stop it.\n")
     if reason == EXPECTED_REASON and not timed_out:
-        out.write(f"\nvastcap-guard stopped the crawl (finish_reason {EXPECTED_REASON}) when the account could "
-                  f"no longer pay for more captchas at {format_usd(price)} and keep its minimum balance of "
-                  f"{format_usd(DEFAULT_MIN_BALANCE)}; {format_usd(balance_end)} is left.\n")
+        out.write(f"\nvastcap-guard stopped the crawl (finish_reason {EXPECTED_REASON}): the account could no "
+                  f"longer pay for captchas at {format_usd(price)} and keep its minimum balance of "
+                  f"{format_usd(DEFAULT_MIN_BALANCE)}. {format_usd(balance_end)} is left")
+        if balance_end < DEFAULT_MIN_BALANCE:
+            out.write(" (solves already under way when the guard checked were still charged)")
+        out.write(".\n")
         return 0
     if not timed_out:
         if reason == "finished" and balance_end < price:
