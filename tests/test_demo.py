@@ -93,6 +93,22 @@ def test_example_project_is_stopped_by_the_guard_when_its_balance_runs_out(tmp_p
     assert f"<POST {api_url}/createTask>" in log  # the API calls went through Scrapy
 
 
+def test_example_project_does_not_start_on_an_empty_account(tmp_path: Path) -> None:
+    result_file = tmp_path / "result.json"
+    with Sandbox({KEY: "0.0005"}, price=PRICE) as sandbox, LocalSite(pages=50, captcha_every=4) as site:
+        proc = subprocess.run(
+            [sys.executable, "-m", "scrapy", "crawl", "captchas", "-a", f"site_url={site.url}",
+             "-s", f"DEMO_RESULT_FILE={result_file}"],
+            cwd=PROJECT, env=_env(VASTCAP_API_KEY=KEY, VASTCAP_API_URL=sandbox.url),
+            capture_output=True, text=True, timeout=120,
+        )
+        site_requests = site.request_count
+        created = sandbox.call_count("createTask")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(result_file.read_text())["finish_reason"] == "vastcap_low_balance"
+    assert site_requests == 0 and created == 0  # refused before any request reached the site
+
+
 def _run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "vastcap_guard.demo", *args], cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=150)

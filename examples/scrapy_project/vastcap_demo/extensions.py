@@ -28,17 +28,22 @@ class ResultFile:
             raise NotConfigured
         ext = cls(crawler, path)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
-        # engine_stopped comes after every spider_closed handler: the stats are final by then
         crawler.signals.connect(ext.engine_stopped, signal=signals.engine_stopped)
         return ext
 
     def spider_closed(self, spider: Any, reason: str) -> None:
         self.reason = reason
+        self.write()
 
     def engine_stopped(self) -> None:
+        # again, with the final stats (not sent when the crawl was refused before it started)
+        if self.reason is not None:
+            self.write()
+
+    def write(self) -> None:
         stats = self.crawler.stats.get_stats()
         data = {
-            "finish_reason": stats.get("finish_reason", self.reason),
+            "finish_reason": self.reason or stats.get("finish_reason"),
             "stats": {k: _plain(v) for k, v in stats.items()},
         }
         tmp = f"{self.path}.tmp"
