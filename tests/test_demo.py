@@ -175,9 +175,6 @@ def test_demo_says_clearly_when_the_example_project_is_missing(tmp_path: Path,
     assert "example project not found" in err and "--project" in err
 
 
-@pytest.mark.xfail(strict=True, raises=(SystemExit, AssertionError),
-                   reason="cli.py's `demo` subcommand (argparse.REMAINDER) rejects options such as "
-                          "--balance; remove this marker once cli.main forwards argv[1:] to demo.main")
 def test_cli_forwards_options_to_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
     from vastcap_guard.cli import main as cli_main
 

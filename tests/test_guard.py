@@ -139,8 +139,30 @@ def test_reserve_projects_and_refuses_without_tripping() -> None:
     with pytest.raises(LowBalanceError):
         g.reserve(Decimal("0.002"))
     assert g.tripped is None
-    g.observe(ok("0.5"))  # a new reading replaces the estimate
-    assert g.reserve(Decimal("0.1")) == Decimal("0.4")
+    g.observe(ok("0.5"))  # a top-up: the reservations are still owed
+    assert g.reserve(Decimal("0.1")) == Decimal("0.36")
+
+
+def test_a_reading_settles_only_the_spend_it_shows() -> None:
+    g = guard(min_balance="0")
+    g.observe(ok("1"))
+    for _ in range(3):
+        g.reserve(Decimal("0.1"))
+    g.observe(ok("0.9"))  # one of three reserved solves was charged so far
+    assert g.pending_spend == Decimal("0.2")
+    assert g.reserve(Decimal("0.1")) == Decimal("0.6")
+
+
+def test_reservations_expire_when_no_reading_shows_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vastcap_guard.guard as guard_module
+
+    g = guard(min_balance="0", interval=1)
+    g.observe(ok("1"))
+    g.reserve(Decimal("0.5"))
+    now = guard_module.time.monotonic()
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now + 10)
+    g.observe(ok("1"))
+    assert g.pending_spend == 0
 
 
 def test_reserve_respects_cap_and_trip() -> None:

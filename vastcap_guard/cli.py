@@ -258,13 +258,6 @@ def cmd_sandbox(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    import importlib
-
-    demo = importlib.import_module("vastcap_guard.demo")
-    return int(demo.main(list(args.demo_args)))
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--api-url", default=None, metavar="URL",
@@ -321,16 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before a task is ready (default 0)")
     p.set_defaults(func=cmd_sandbox)
 
-    p = sub.add_parser("demo", help="run the example crawl against a local sandbox until the guard stops it",
-                       add_help=False)
-    p.add_argument("demo_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_demo)
+    # listed for --help; main() hands `demo ...` to vastcap_guard.demo before parsing
+    sub.add_parser("demo", help="run the example crawl against a local sandbox until the guard stops it "
+                                "(vastcap-guard demo --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # the demo has its own options (and --help); argparse.REMAINDER would reject them
+        import importlib
+
+        return int(importlib.import_module("vastcap_guard.demo").main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

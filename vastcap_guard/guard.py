@@ -131,8 +131,8 @@ class Guard:
         self.consecutive_failures = 0
         self.last_reading: Reading | None = None
         self.tripped: GuardError | None = None
-        #: spend estimated by cost-aware callers since the last successful reading
-        self.pending_spend = Decimal(0)
+        #: spend reserved by cost-aware callers that no reading has shown yet: (monotonic, USD)
+        self._reservations: list[tuple[float, Decimal]] = []
         self._last_seq = -1
         self._warned = False
         self._forecast_warned = False
@@ -197,10 +197,11 @@ class Guard:
                 self.balance_start = balance
             elif self.balance is not None and balance < self.balance:
                 self.spent += self.balance - balance
+                self._settle(self.balance - balance)
             if reading.fleet_spent is not None:
                 self.spent = reading.fleet_spent
             self.balance = balance
-            self.pending_spend = Decimal(0)
+            self._expire_reservations()
             forecast = self.burn_rate.add(balance, reading.at)
             cfg = self.config
             if balance < cfg.min_balance:
@@ -240,6 +241,29 @@ class Guard:
             return False
         self._forecast_warned = False
         return False
+
+    @property
+    def pending_spend(self) -> Decimal:
+        """Spend reserved with :meth:`reserve` that the balance readings do not show yet."""
+        with self._lock:
+            return sum((amount for _, amount in self._reservations), Decimal(0))
+
+    def _settle(self, decrease: Decimal) -> None:
+        """A reading shows ``decrease`` spent: it pays for the oldest reservations first."""
+        left = decrease
+        while self._reservations and left > 0:
+            at, amount = self._reservations[0]
+            if amount <= left:
+                left -= amount
+                self._reservations.pop(0)
+            else:
+                self._reservations[0] = (at, amount - left)
+                left = Decimal(0)
+
+    def _expire_reservations(self) -> None:
+        """A reservation no reading showed within two intervals was never spent (a dropped request)."""
+        horizon = time.monotonic() - max(2 * self.config.interval, 1.0)
+        self._reservations = [(at, amount) for at, amount in self._reservations if at >= horizon]
 
     def _failed(self, reading: Reading, first: bool) -> Verdict:
         error = reading.error or ApiUnavailableError("getBalance gave no balance.")
@@ -286,19 +310,20 @@ class Guard:
                 raise ApiUnavailableError(
                     "No VastCap balance has been read yet, so this spend cannot be checked."
                 )
-            projected = self.balance - self.pending_spend - cost
+            pending = self.pending_spend
+            projected = self.balance - pending - cost
             if projected < self.config.min_balance:
                 raise self.low_balance_error(projected, projected=True)
             cap = self.config.max_spend
-            if cap is not None and self.spent + self.pending_spend + cost > cap:
-                spent = self.spent + self.pending_spend + cost
+            if cap is not None and self.spent + pending + cost > cap:
+                spent = self.spent + pending + cost
                 raise BudgetExceededError(
                     f"This spend would bring the job to {format_usd(spent)}, past its cap of "
                     f"{format_usd(cap)}. Raise the spend cap to let it go on.",
                     spent=spent,
                     max_spend=cap,
                 )
-            self.pending_spend += cost
+            self._reservations.append((time.monotonic(), cost))
             return projected
 
     def snapshot(self) -> dict[str, object]:
