@@ -1,4 +1,14 @@
-"""Helpers for the Playwright adapter tests (imported by conftest.py and the tests)."""
+"""Helpers and fixtures for the Playwright adapter tests.
+
+There is deliberately no ``conftest.py`` here: pytest imports every ``conftest.py`` of a rootdir
+without ``__init__.py`` files as the module ``conftest``, and another suite's ``from conftest import``
+would then find this one. Test modules import the fixtures they use from here
+from ``pw_fixtures`` (with ``# noqa: F401``: pytest finds them by name).
+
+The browser: a Playwright-managed Chromium when one is installed, else Debian's
+``/usr/bin/chromium`` (Playwright's download is not reachable here). The tests skip, saying why,
+only when neither exists.
+"""
 
 from __future__ import annotations
 

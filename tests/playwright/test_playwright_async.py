@@ -13,6 +13,13 @@ import pytest
 from core_keys import BAD_KEY, DISABLED_KEY, KEY, LOW_KEY
 from playwright.async_api import BrowserType, async_playwright
 from playwright.async_api import Error as PlaywrightError
+from pw_fixtures import (  # noqa: F401
+    hanging_fixture,
+    launch_fixture,
+    marker_fixture,
+    nothing_left_behind_fixture,
+    site_fixture,
+)
 from pw_support import HangingPage, assert_gone, browser_pids, chromium_descendants, set_balance_when
 
 from vastcap_guard import AccountDisabledError, GuardError, InvalidKeyError, LowBalanceError

@@ -7,6 +7,13 @@ import inspect
 
 import pytest
 from core_keys import KEY
+from pw_fixtures import (  # noqa: F401
+    hanging_fixture,
+    launch_fixture,
+    marker_fixture,
+    nothing_left_behind_fixture,
+    site_fixture,
+)
 
 from vastcap_guard import ConfigError
 from vastcap_guard.playwright import PlaywrightGuard, guard

@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
+from pw_fixtures import (  # noqa: F401
+    hanging_fixture,
+    launch_fixture,
+    marker_fixture,
+    nothing_left_behind_fixture,
+    site_fixture,
+)
 from pw_support import assert_gone
 
 from vastcap_guard.playwright import _hooks

@@ -12,6 +12,13 @@ import pytest
 from core_keys import BAD_KEY, DISABLED_KEY, KEY, LOW_KEY
 from playwright.sync_api import BrowserType, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from pw_fixtures import (  # noqa: F401
+    hanging_fixture,
+    launch_fixture,
+    marker_fixture,
+    nothing_left_behind_fixture,
+    site_fixture,
+)
 from pw_support import (
     HangingPage,
     assert_gone,

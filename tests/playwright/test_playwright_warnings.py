@@ -9,6 +9,13 @@ from decimal import Decimal
 
 import pytest
 from core_keys import KEY
+from pw_fixtures import (  # noqa: F401
+    hanging_fixture,
+    launch_fixture,
+    marker_fixture,
+    nothing_left_behind_fixture,
+    site_fixture,
+)
 from pw_support import wait_until
 
 from vastcap_guard.playwright import guard

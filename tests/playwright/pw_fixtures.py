@@ -1,9 +1,4 @@
-"""Fixtures for the Playwright adapter tests: a real headless Chromium, local pages, process checks.
-
-The browser: a Playwright-managed Chromium when one is installed, else Debian's
-``/usr/bin/chromium`` (Playwright's download is not reachable here). The tests skip, saying why,
-only when neither exists.
-"""
+"""Fixtures for the Playwright adapter tests; test modules import them (see ``pw_support``)."""
 
 from __future__ import annotations
 
@@ -17,20 +12,17 @@ from pw_support import HangingPage, find_browser, guard_threads, wait_until
 from vastcap_guard.poller import active_pollers
 from vastcap_guard.site import LocalSite
 
-
-def pytest_report_header() -> list[str]:
-    found = find_browser()
-    return [f"playwright tests browser: {found[0] if found else 'none found (the tests skip)'}"]
+__all__ = ["hanging_fixture", "launch_fixture", "marker_fixture", "nothing_left_behind_fixture", "site_fixture"]
 
 
-@pytest.fixture
-def marker() -> str:
+@pytest.fixture(name="marker")
+def marker_fixture() -> str:
     """A unique command-line switch for the browsers this test launches, to find their processes."""
     return f"--vastcap-guard-test={uuid.uuid4().hex}"
 
 
-@pytest.fixture
-def launch(marker: str) -> dict[str, Any]:
+@pytest.fixture(name="launch")
+def launch_fixture(marker: str) -> dict[str, Any]:
     """Keyword arguments for ``chromium.launch()`` (headless), tagged with this test's marker."""
     found = find_browser()
     if found is None:
@@ -43,8 +35,8 @@ def launch(marker: str) -> dict[str, Any]:
     return kwargs
 
 
-@pytest.fixture(autouse=True)
-def _nothing_left_behind() -> Iterator[None]:
+@pytest.fixture(name="nothing_left_behind", autouse=True)
+def nothing_left_behind_fixture() -> Iterator[None]:
     """Every test leaves no poller thread and no hook behind."""
     from vastcap_guard.playwright import _hooks
 
@@ -60,14 +52,14 @@ def _nothing_left_behind() -> Iterator[None]:
     assert not _hooks.installed(), "Playwright hooks left installed"
 
 
-@pytest.fixture
-def site() -> Iterator[LocalSite]:
+@pytest.fixture(name="site")
+def site_fixture() -> Iterator[LocalSite]:
     with LocalSite(pages=64) as s:
         yield s
 
 
-@pytest.fixture
-def hanging() -> Iterator[HangingPage]:
+@pytest.fixture(name="hanging")
+def hanging_fixture() -> Iterator[HangingPage]:
     page = HangingPage()
     try:
         yield page
