@@ -236,6 +236,8 @@ def test_transient_failures_below_max_failures_do_not_stop(
     failures = [r for r in caplog.records if "balance check failed" in r.getMessage()]
     assert len(failures) == 2 and all(r.levelno == logging.WARNING for r in failures)
     assert all("\n" not in r.getMessage() and r.exc_info is None for r in failures)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("vastcap_guard")]
+    assert loud == failures  # one line per tolerated failure, nothing else
     assert KEY not in caplog.text
 
 

@@ -70,3 +70,24 @@ def test_bad_warn_minutes_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         guard(KEY, warn_minutes="soon")  # type: ignore[arg-type]
     assert info.value.setting == "warn_minutes"
+
+
+def test_max_spend_stops_with_budget_exceeded(sandbox: Sandbox) -> None:
+    from vastcap_guard import BudgetExceededError
+
+    with pytest.raises(BudgetExceededError) as info:
+        with guard(KEY, api_url=sandbox.url, interval=0.2, max_spend="1") as g:
+            sandbox.set_balance(KEY, "9")  # $1.25 spent since the start
+            assert wait_until(lambda: g.tripped is not None)
+    assert info.value.spent == Decimal("1.25") and info.value.max_spend == Decimal("1")
+
+
+def test_unreachable_api_at_preflight_refuses(sandbox: Sandbox) -> None:
+    from vastcap_guard import ApiUnavailableError
+
+    sandbox.fault("getBalance", "status", status=502)
+    ran = []
+    with pytest.raises(ApiUnavailableError):
+        with guard(KEY, api_url=sandbox.url, interval=0.2, timeout=2):
+            ran.append(True)
+    assert ran == []
