@@ -148,14 +148,19 @@ class _Scope:
         self._activate()
 
     async def exit_async(self, exc: BaseException | None) -> None:
+        reader, self._reader = self._reader, None
         try:
             self._deactivate()
         finally:
-            await self._close_sub_async()
-            reader, self._reader = self._reader, None
+            # everything that does not wait first, so a second cancellation cannot leave a task behind
             if reader is not None:
                 reader.cancel()
-                await asyncio.wait({reader})
+            closing = self._close_sub_async()
+            try:
+                if reader is not None:
+                    await asyncio.wait({reader})
+            finally:
+                await closing
             if self.guard.tripped is not None:
                 await self._finish_async()
         self._raise_outcome(exc)
@@ -187,15 +192,20 @@ class _Scope:
         if sub is not None:
             sub.close(wait=_THREAD_WAIT)
 
-    async def _close_sub_async(self) -> None:
+    def _close_sub_async(self) -> Coroutine[Any, Any, None]:
+        """Leave the poller now; the returned coroutine waits (without blocking) for its thread to end."""
         sub, self._sub = self._sub, None
-        if sub is None:
-            return
-        sub.close(wait=0.0)
-        thread = _stopping_poller_thread(sub)
-        deadline = time.monotonic() + _THREAD_WAIT
-        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        thread = None
+        if sub is not None:
+            sub.close(wait=0.0)
+            thread = _stopping_poller_thread(sub)
+
+        async def wait_for_thread() -> None:
+            deadline = time.monotonic() + _THREAD_WAIT
+            while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+        return wait_for_thread()
 
     def _raise_outcome(self, exc: BaseException | None) -> None:
         """After a stop, the body ends with the guard's error (chaining what Playwright raised)."""
