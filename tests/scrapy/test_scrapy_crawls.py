@@ -261,9 +261,14 @@ def test_api_down_with_max_failures_zero_never_stops(tmp_path: Path, sb: Sandbox
 
 
 def set_and_wait_for_a_poll(sb: Sandbox, balance: str, proc: Any) -> None:
-    """Change the balance and wait until a poll that started after the change has answered."""
-    calls = sb.call_count("getBalance")
+    """Change the balance and wait until a poll that started after the change was delivered.
+
+    The sandbox logs a call when it arrives; the poller starts the next call only after it handed
+    the previous reading to the crawl, so the second call after the change proves the first
+    (which saw the new balance) was delivered.
+    """
     sb.set_balance(KEY, balance)
+    calls = sb.call_count("getBalance")
     wait_for(lambda: sb.call_count("getBalance") >= calls + 2, proc)
 
 
