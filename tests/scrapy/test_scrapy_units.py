@@ -180,9 +180,13 @@ def test_middleware_projects_the_balance_and_blocks() -> None:
     assert crawler.stats.get_value("vastcap/requests_blocked") == 1
     # a refusal is not a stop: the guard has not tripped and nothing is closed
     assert ext.tripped is None and ext._bridge.later == []  # type: ignore[union-attr]
-    # a new reading resets the estimate
-    ext.guard.observe(Reading(Decimal("1"), seq=2))
+    # a reading that shows the spend settles the reservations; after a top-up the requests pass again
+    ext.guard.observe(Reading(Decimal("0.2"), seq=2))
+    with pytest.raises(IgnoreRequest):
+        mw.process_request(paid)
+    ext.guard.observe(Reading(Decimal("1"), seq=3))
     assert mw.process_request(paid) is None
+    assert crawler.stats.get_value("vastcap/requests_blocked") == 2
 
 
 def test_middleware_closes_the_spider_once_tripped() -> None:

@@ -19,8 +19,9 @@ class CostGuardMiddleware:
 
     A request that will spend money says so with ``meta["vastcap_cost"]`` (USD estimate). Such a
     request is dropped with ``IgnoreRequest`` (and counted in ``vastcap/requests_blocked``) once
-    the guard has tripped, or when the last balance reading minus the spend estimated since then
-    would fall below ``VASTCAP_MIN_BALANCE`` or pass ``VASTCAP_MAX_SPEND``. Once the guard has
+    the guard has tripped, or when the last balance reading minus the spend reserved (by earlier
+    such requests) that no reading shows yet would fall below ``VASTCAP_MIN_BALANCE`` or pass
+    ``VASTCAP_MAX_SPEND`` (:meth:`vastcap_guard.Guard.reserve` decides). Once the guard has
     tripped the spider is closed with its reason. Requests without the key pass untouched, and
     everything passes when the ``BalanceGuard`` extension is not enabled.
     """
