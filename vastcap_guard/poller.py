@@ -322,17 +322,23 @@ class Subscription:
         except Exception:
             logger.exception("vastcap-guard reading callback failed")
 
-    def close(self, wait: float = 0.0) -> None:
-        """Leave the poller; the last one out stops its thread (joined for up to ``wait`` s)."""
+    def close(self, wait: float = 0.0) -> threading.Thread | None:
+        """Leave the poller; the last one out stops its thread (joined for up to ``wait`` s).
+
+        Returns the poller thread when this was the last subscriber (it is ending: join it, or
+        poll ``is_alive()`` from async code), else ``None``.
+        """
         if self._closed:
-            return
+            return None
         self._closed = True
         with _registry_lock:
             last = self._poller.remove(self)
             if last and _registry.get(self._poller.registry_key) is self._poller:
                 del _registry[self._poller.registry_key]
-        if last and wait > 0 and threading.current_thread() is not self._poller.thread:
-            self._poller.thread.join(wait)
+        thread = self._poller.thread
+        if last and wait > 0 and threading.current_thread() is not thread:
+            thread.join(wait)
+        return thread if last else None
 
     def __enter__(self) -> Subscription:
         return self

@@ -30,6 +30,17 @@ class SiteRequest:
     monotonic: float
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return  # a client (a browser being closed) hung up mid-request: not the site's problem
+        super().handle_error(request, client_address)
+
+
 class LocalSite:
     """Serve ``pages`` linked pages on 127.0.0.1. Start it, or use ``with``."""
 
@@ -46,8 +57,7 @@ class LocalSite:
     def start(self) -> LocalSite:
         if self._server is None:
             handler = type("_SiteHandler", (_SiteHandler,), {"site": self})
-            self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
-            self._server.daemon_threads = True
+            self._server = _QuietServer(("127.0.0.1", self._port), handler)
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name="vastcap-local-site", daemon=True)
             self._thread.start()

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import Member, free_port
+from fleet_support import REDIS, Member, free_port
 
 from vastcap_guard import ConfigError, GuardConfig
 from vastcap_guard.sandbox import Sandbox
@@ -96,8 +96,6 @@ def test_redis_down_each_member_polls_alone_with_one_warning(sb: Sandbox) -> Non
 
 
 def test_redis_lost_mid_run_never_stops_the_job(sb: Sandbox, tmp_path: object) -> None:
-    from conftest import REDIS
-
     if REDIS is None:
         pytest.skip("redis-server is not installed")
     import subprocess
