@@ -180,7 +180,7 @@ class BalanceGuard:
         self._bridge = LoopBridge()
         error = self.guard.tripped or self.guard.preflight_error()
         if error is None:
-            self._sub = subscribe(self.config, self._from_poller)
+            self._sub = subscribe(self.config, self._from_poller, guard=self.guard)
             reading = await self._read(max_age=min(self.config.interval, PREFLIGHT_MAX_AGE))
             verdict = self._apply(reading, preflight=True)
             if verdict is not None and verdict.stop:
