@@ -73,15 +73,6 @@ async def _aclose(obj: Any, reason: str) -> None:
         logger.debug("closing %s failed", type(obj).__name__, exc_info=True)
 
 
-def _stopping_poller_thread(sub: Subscription) -> threading.Thread | None:
-    """The shared poller's thread when ``sub`` was its last subscriber (it is then ending)."""
-    poller = getattr(sub, "_poller", None)
-    if poller is None or not getattr(poller, "_stopping", False):
-        return None
-    thread = getattr(poller, "thread", None)
-    return thread if isinstance(thread, threading.Thread) else None
-
-
 @dataclass(eq=False)
 class _Target:
     """A browser or context the scope closes on a stop."""
@@ -117,7 +108,7 @@ class _Scope:
     # -- entering and leaving --------------------------------------------------------------------
     def enter_sync(self) -> None:
         self._preflight_key()
-        self._sub = subscribe(self.config, self._on_reading_sync, interval=self.config.interval)
+        self._sub = subscribe(self.config, self._on_reading_sync, interval=self.config.interval, guard=self.guard)
         try:
             self.check_start_blocking()
         except BaseException:
@@ -138,7 +129,7 @@ class _Scope:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._preflight_key()
-        self._sub = subscribe(self.config, self._on_reading_async, interval=self.config.interval)
+        self._sub = subscribe(self.config, self._on_reading_async, interval=self.config.interval, guard=self.guard)
         try:
             await self.check_start_async()
         except BaseException:
@@ -197,8 +188,7 @@ class _Scope:
         sub, self._sub = self._sub, None
         thread = None
         if sub is not None:
-            sub.close(wait=0.0)
-            thread = _stopping_poller_thread(sub)
+            thread = sub.close(wait=0.0)
 
         async def wait_for_thread() -> None:
             deadline = time.monotonic() + _THREAD_WAIT
@@ -553,13 +543,17 @@ def guard(
     max_failures: int = 3,
     timeout: float = 10,
     warn_minutes: float | None = None,
+    require_preflight: bool = True,
+    shared_state: str | None = None,
 ) -> PlaywrightGuard:
     """Guard a Playwright script (sync or async API) against an account that cannot pay.
 
     ``api_key`` falls back to ``VASTCAP_API_KEY`` and ``api_url`` to ``VASTCAP_API_URL`` (then
     VastCap's own URL). ``warn_minutes`` logs one warning when the spend rate says the money
-    lasts fewer minutes than that. Bad values raise :class:`~vastcap_guard.ConfigError` naming
-    the parameter.
+    lasts fewer minutes than that. ``require_preflight=False`` lets the body start when the first
+    check cannot reach the API. ``shared_state="redis://host:6379/0"`` joins a fleet (one poll per
+    interval for every process on the key, fleet-wide stops and spend). Bad values raise
+    :class:`~vastcap_guard.ConfigError` naming the parameter.
     """
     if callable(api_key):
         raise TypeError("Use the decorator with parentheses: @guard() or @guard(api_key=...).")
@@ -573,6 +567,8 @@ def guard(
         max_failures=max_failures,
         timeout=timeout,
         warn_minutes=warn_minutes,
+        require_preflight=require_preflight,
+        shared_state=shared_state,
         names=_NAMES,
     )
     return PlaywrightGuard(config)
