@@ -100,7 +100,9 @@ def run_crawl(
     assert key not in stdout and key not in stderr
     assert "Traceback" not in log, log[-4000:]
     assert out["poller_threads"] == [] and out["active_pollers"] == 0, "a poller thread was left behind"
+    # Scrapy routes warnings to its log (logging.captureWarnings); the runner records the others
     deprecations = [w for w in out["warnings"] if "ScrapyDeprecationWarning" in w or "vastcap_guard" in w]
+    deprecations += [line for line in log.splitlines() if "DeprecationWarning" in line]
     assert deprecations == [], deprecations
     return crawl
 
