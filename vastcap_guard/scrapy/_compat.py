@@ -70,7 +70,10 @@ class LoopBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reactor: Any = None
         if self.asyncio:
-            self._loop = asyncio.get_event_loop()
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:  # pragma: no cover - Scrapy runs its handlers on the loop
+                self._loop = asyncio.get_event_loop()
         else:
             from twisted.internet import reactor
 

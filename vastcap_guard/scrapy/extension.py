@@ -300,7 +300,7 @@ class BalanceGuard:
         if not self._stop_reported:
             self._stop_reported = True
             when = "did not start the crawl" if at_start or not self._started else "is stopping the crawl"
-            key = "" if isinstance(error, ConfigError) else f" (API key {self.config.masked_key})"
+            key = f" (API key {self.config.masked_key})" if self.config.api_key else ""
             logger.error(
                 "vastcap-guard %s [%s]: %s%s%s", when, error.reason, error.message, key, _hint(error)
             )
