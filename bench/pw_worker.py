@@ -1,0 +1,57 @@
+"""Poll sharing with Playwright: N concurrent async guard scopes in one process, real Chromium.
+
+Usage: ``python bench/pw_worker.py CONFIG_JSON`` (keys: key, api_url, site_url, sessions, interval,
+intervals, chromium). Prints one JSON line: when the first scope was entered, when the last one
+left, pages loaded per scope. Started by ``bench/run.py``.
+
+One browser is launched outside the guard; each scope opens its own context and page on it (a
+context opened inside the scope is checked and tracked by the guard) and loads pages of the local
+site until its time is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from playwright.async_api import async_playwright
+
+from vastcap_guard.playwright import guard
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+async def main(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"sessions": []}
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=cfg.get("chromium") or None, args=ARGS)
+        out["browser_version"] = browser.version
+        duration = cfg["interval"] * cfg["intervals"]
+
+        async def session(i: int) -> dict[str, Any]:
+            rec: dict[str, Any] = {"index": i, "pages": 0}
+            async with guard(cfg["key"], api_url=cfg["api_url"], interval=cfg["interval"]) as g:
+                rec["entered_at"] = time.time()
+                deadline = time.monotonic() + duration
+                ctx = await browser.new_context()
+                page = await ctx.new_page()
+                n = i
+                while time.monotonic() < deadline:
+                    await page.goto(f"{cfg['site_url']}page/{n % 1000}")
+                    rec["pages"] += 1
+                    n += 20
+                await ctx.close()
+                rec["checks"] = g.snapshot().get("checks")
+            rec["left_at"] = time.time()
+            return rec
+
+        out["sessions"] = await asyncio.gather(*(session(i) for i in range(cfg["sessions"])))
+        await browser.close()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(json.loads(sys.argv[1]))), default=str))
