@@ -37,6 +37,8 @@ SETTING_NAMES: dict[str, str] = {
     "max_failures": "VASTCAP_MAX_FAILURES",
     "timeout": "VASTCAP_TIMEOUT",
     "require_preflight": "VASTCAP_REQUIRE_PREFLIGHT",
+    "warn_minutes": "VASTCAP_WARN_MINUTES",
+    "shared_state": "VASTCAP_SHARED_STATE",
 }
 
 #: a pre-flight check may use a reading of the same account this recent (another crawler's)
@@ -70,6 +72,8 @@ def config_from_settings(settings: Any, environ: Mapping[str, str] | None = None
         max_failures=settings.get("VASTCAP_MAX_FAILURES", 3),
         timeout=settings.get("VASTCAP_TIMEOUT", 10),
         require_preflight=settings.get("VASTCAP_REQUIRE_PREFLIGHT", True),
+        warn_minutes=settings.get("VASTCAP_WARN_MINUTES"),
+        shared_state=settings.get("VASTCAP_SHARED_STATE"),
         names=SETTING_NAMES,
         environ=environ,
     )
