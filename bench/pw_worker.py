@@ -29,13 +29,13 @@ async def main(cfg: dict[str, Any]) -> dict[str, Any]:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=cfg.get("chromium") or None, args=ARGS)
         out["browser_version"] = browser.version
-        duration = cfg["interval"] * cfg["intervals"]
+        # every scope ends at the same moment: ``intervals`` intervals after the browser is up
+        deadline = time.monotonic() + cfg["interval"] * cfg["intervals"]
 
         async def session(i: int) -> dict[str, Any]:
             rec: dict[str, Any] = {"index": i, "pages": 0}
             async with guard(cfg["key"], api_url=cfg["api_url"], interval=cfg["interval"]) as g:
                 rec["entered_at"] = time.time()
-                deadline = time.monotonic() + duration
                 ctx = await browser.new_context()
                 page = await ctx.new_page()
                 n = i

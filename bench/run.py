@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,8 @@ SITE_PAGES = 2000
 CHROMIUM = "/usr/bin/chromium"
 
 BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet")
+FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3}
+QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1}
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -219,6 +220,7 @@ def bench_overhead(res: Results, tmp: Path, quick: bool, runs: int) -> None:
                 pages, rate, first_at = site_rate(by_mode[mode])
                 row[mode] = {"pages": pages, "rate": rate, "lag_max_ms": out["lag_max"] * 1000,
                              "lag_p99_ms": out["lag_p99"] * 1000, "reason": out["reason"],
+                             "lag_top_ms_at_s": out.get("lag_top"),
                              "start_delay": first_at - out["opened_at"], "checks": out["stats"]}
             row["ratio_guard"] = row["guard"]["rate"] / row["none"]["rate"]
             row["ratio_naive"] = row["naive"]["rate"] / row["none"]["rate"]
@@ -242,7 +244,7 @@ def bench_overhead(res: Results, tmp: Path, quick: bool, runs: int) -> None:
     extra = median([r["lag_extra_guard_ms"] for r in rounds])
     res.add("overhead", "largest 10 ms timer delay, guard minus no guard", round(extra, 1), " ms", "< 20 ms",
             extra < 20, [round(r["lag_extra_guard_ms"], 1) for r in rounds],
-            note="no guard: median %.1f ms; guard: %.1f ms" % (median([r["none"]["lag_max_ms"] for r in rounds]),
+            note="no guard: median {:.1f} ms; guard: {:.1f} ms".format(median([r["none"]["lag_max_ms"] for r in rounds]),
                                                               median([r["guard"]["lag_max_ms"] for r in rounds])))
     res.add("overhead", "largest 10 ms timer delay, naive minus no guard",
             round(median([r["lag_extra_naive_ms"] for r in rounds]), 1), " ms", "(contrast)", None,
@@ -312,8 +314,8 @@ def bench_stop(res: Results, tmp: Path, quick: bool, runs: int) -> None:
     leaked = sum(r["leaked"] for r in rows)
     res.add("stop", "requests scheduled after the guard's decision that reached the site", leaked, "",
             "= 0 (all runs)", leaked == 0, [r["leaked"] for r in rows],
-            note="scheduled after the decision (dropped by the guard): %s; reached the site after the decision "
-                 "(scheduled before it, already in flight): %s" % ([r["scheduled_after_decision"] for r in rows],
+            note="scheduled after the decision (dropped by the guard): {}; reached the site after the decision "
+                 "(scheduled before it, already in flight): {}".format([r["scheduled_after_decision"] for r in rows],
                                                                   [r["site_after_decision"] for r in rows]))
 
 
@@ -415,7 +417,7 @@ FRAMEWORKS = ("scrapy", "twisted", "playwright", "greenlet", "redis")
 
 def bench_import(res: Results, tmp: Path, quick: bool, runs: int) -> None:
     totals, requests_part = [], []
-    for _ in range(max(runs, 3)):
+    for _ in range(runs):
         proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import vastcap_guard"],
                               capture_output=True, text=True, env=child_env(), check=True)
         cum: dict[str, int] = {}
@@ -492,87 +494,143 @@ def wait_until(cond: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def fleet_round(sb: Sandbox, redis_url: str | None, intervals: list[float], measure: int) -> dict[str, Any]:
+class ScrapyMember:
+    """A fleet member that is a real Scrapy crawl (``VASTCAP_SHARED_STATE``), on its own site."""
+
+    def __init__(self, tmp: Path, sb: Sandbox, site: LocalSite, redis_url: str | None, interval: float) -> None:
+        site.reset()
+        self.site = site
+        self.out: dict[str, Any] | None = None
+        st = {"CONCURRENT_REQUESTS": 1, "DOWNLOAD_DELAY": 0.5, "RANDOMIZE_DOWNLOAD_DELAY": False,
+              "VASTCAP_TIMEOUT": 2}
+        self.crawl = Crawl(tmp, "fleet", {"guard": "guard", "key": KEY, "api_url": sb.url, "interval": interval,
+                                          "shared_state": redis_url, "settings": st,
+                                          "crawlers": [{"url": site.url}]})
+
+    @property
+    def started(self) -> bool:
+        return self.site.request_count > 0
+
+    @property
+    def stopped_at(self) -> float | None:
+        if self.out is None and self.crawl.proc.poll() is not None:
+            self.out = self.crawl.result()["crawlers"][0]
+        if self.out is None:
+            return None
+        return self.out.get("closed_at") if self.out.get("reason") == "vastcap_low_balance" else None
+
+    @property
+    def remote(self) -> bool:
+        return False
+
+    def finish(self) -> None:
+        if self.crawl.proc.poll() is None:
+            self.crawl.proc.terminate()
+        with contextlib.suppress(Exception):
+            self.crawl.proc.communicate(timeout=20)
+
+
+def fleet_round(sb: Sandbox, redis_url: str | None, intervals: list[float], measure: int,
+                scrapy_sites: list[LocalSite] | None = None, tmp: Path | None = None) -> dict[str, Any]:
     """Start members, count getBalance calls over ``measure`` intervals, then empty the account."""
     sb.set_balance(KEY, "10")
-    members = [Member({"api_url": sb.url, "key": KEY, "shared_state": redis_url, "interval": iv}) for iv in intervals]
+    members: list[Any]
+    if scrapy_sites is not None:
+        assert tmp is not None
+        members = [ScrapyMember(tmp, sb, site, redis_url, iv) for site, iv in zip(scrapy_sites, intervals, strict=False)]
+    else:
+        members = [Member({"api_url": sb.url, "key": KEY, "shared_state": redis_url, "interval": iv})
+                   for iv in intervals]
     try:
-        if not wait_until(lambda: all(m.started for m in members), 90):
-            raise RuntimeError("fleet members did not start: " + " | ".join(m.stderr[-500:] for m in members))
+        if not wait_until(lambda: all(m.started for m in members), 120):
+            raise RuntimeError("fleet members did not start: " + " | ".join(getattr(m, "stderr", "")[-500:]
+                                                                            for m in members))
         calls = None
         if measure:
-            time.sleep(INTERVAL)  # settle: every member is past its pre-flight
+            time.sleep(2 * INTERVAL)  # settle: every member is past its pre-flight
             t_start = time.monotonic()
             time.sleep(measure * INTERVAL)
             t_end = time.monotonic()
             calls = sum(1 for c in sb.calls("getBalance") if t_start <= c.monotonic < t_end)
         sb.set_balance(KEY, "0")
         t0 = time.time()
-        wait_until(lambda: all(m.stopped_at is not None for m in members), max(intervals) + 10)
+        wait_until(lambda: all(m.stopped_at is not None for m in members), max(intervals) + 20)
         stops = [m.stopped_at for m in members]
         return {"calls": calls, "stop_all": (max(stops) - t0) if all(s is not None for s in stops) else None,
                 "stop_first": min((s for s in stops if s is not None), default=t0) - t0,
-                "stopped": sum(s is not None for s in stops),
-                "remote": sum(1 for m in members if any(ln.get("remote") and ln.get("stop") for ln in m.lines))}
+                "stopped": sum(s is not None for s in stops)}
     finally:
         for m in members:
             m.finish()
 
 
-def bench_fleet(res: Results, tmp: Path, quick: bool, runs: int) -> None:
+def bench_fleet(res: Results, tmp: Path, quick: bool, runs: int, kind: str = "auto") -> None:
     from vastcap_guard.scrapy import SETTING_NAMES
 
     n = 4 if quick else 8
     measure = 10 if quick else 30
     scrapy_fleet = "shared_state" in SETTING_NAMES
-    # Scrapy's VASTCAP_SHARED_STATE: members are core-level guarded jobs either way (see docs).
+    if kind == "auto":
+        kind = "scrapy" if scrapy_fleet else "core"
+    if kind == "scrapy" and not scrapy_fleet:
+        raise RuntimeError("this vastcap_guard.scrapy has no VASTCAP_SHARED_STATE setting")
+    what = "Scrapy crawl processes (VASTCAP_SHARED_STATE)" if kind == "scrapy" else \
+        "core-level guarded jobs (bench/fleet_member.py: subscribe(config, cb, guard=guard))"
+    print(f"    members: {what}", flush=True)
     rows: list[dict[str, Any]] = []
     mixed: list[dict[str, Any]] = []
-    with sandbox() as sb, redis_server(tmp) as redis_url:
+    with contextlib.ExitStack() as stack:
+        sb = stack.enter_context(sandbox())
+        redis_url = stack.enter_context(redis_server(tmp))
+        member_sites = stack.enter_context(sites(n)) if kind == "scrapy" else None
         for i in range(runs):
             row = {}
             for mode in (("shared", "solo") if i % 2 == 0 else ("solo", "shared")):
-                row[mode] = fleet_round(sb, redis_url if mode == "shared" else None, [INTERVAL] * n, measure)
+                row[mode] = fleet_round(sb, redis_url if mode == "shared" else None, [INTERVAL] * n, measure,
+                                        member_sites, tmp)
             rows.append(row)
             print(f"    run {i + 1}/{runs}: {n} processes x {measure} intervals: getBalance calls shared "
-                  f"{row['shared']['calls']}, solo {row['solo']['calls']}; stop reached all members in "
-                  f"{row['shared']['stop_all']} s (shared) / {row['solo']['stop_all']} s (solo)", flush=True)
+                  f"{row['shared']['calls']}, solo {row['solo']['calls']}; balance 0 -> all {n} stopped in "
+                  f"{fmt3(row['shared']['stop_all'])} s (shared) / {fmt3(row['solo']['stop_all'])} s (solo)",
+                  flush=True)
         if not quick:
             for i in range(runs):
                 row = {}
                 for mode in ("shared", "solo"):
                     row[mode] = fleet_round(sb, redis_url if mode == "shared" else None,
-                                            [INTERVAL] + [10.0] * (n - 1), 0)
+                                            [INTERVAL] + [10.0] * (n - 1), 0, member_sites, tmp)
                 mixed.append(row)
-                print(f"    mixed run {i + 1}/{runs}: 1 member at {INTERVAL} s + {n - 1} at 10 s: stop reached all in "
-                      f"{row['shared']['stop_all']} s (shared) / {row['solo']['stop_all']} s (solo)", flush=True)
-    res.details["fleet"] = {"uniform": rows, "mixed": mixed, "members": "core" if not scrapy_fleet else "core",
+                print(f"    mixed run {i + 1}/{runs}: 1 member at {INTERVAL} s + {n - 1} at 10 s: balance 0 -> all "
+                      f"stopped in {fmt3(row['shared']['stop_all'])} s (shared) / {fmt3(row['solo']['stop_all'])} s "
+                      "(solo)", flush=True)
+    res.details["fleet"] = {"uniform": rows, "mixed": mixed, "members": what,
                             "scrapy_setting_available": scrapy_fleet}
+    bound = INTERVAL + LATENCY + 0.1 + 1.0
     sh = [r["shared"]["calls"] for r in rows]
     so = [r["solo"]["calls"] for r in rows]
     res.add("fleet", f"getBalance calls, {n} processes x {measure} intervals, shared state", int(median(sh)), "",
-            f"<= {measure} + 3 (one per interval for the fleet)", all(c <= measure + 3 for c in sh), sh)
+            f"<= {measure} + 3 in every run (one per interval for the fleet)", all(c <= measure + 3 for c in sh), sh,
+            note=f"members: {what}")
     res.add("fleet", f"getBalance calls, {n} processes x {measure} intervals, no shared state", int(median(so)), "",
             f"(contrast: about {n} x {measure} = {n * measure})", None, so)
-    st = [r["shared"]["stop_all"] for r in rows]
-    ok = all(s is not None for s in st)
-    val = round(median([s for s in st if s is not None]), 3) if ok else None
-    res.add("fleet", f"balance 0 -> every member stopped, {n} members at {INTERVAL} s, shared state", val, " s",
-            f"<= {INTERVAL} + round trip + 1 s", ok and max(st) <= INTERVAL + LATENCY + 0.1 + 1.0,  # type: ignore[type-var]
-            [None if s is None else round(s, 3) for s in st])
-    res.add("fleet", f"balance 0 -> every member stopped, {n} members at {INTERVAL} s, no shared state",
-            round(median([r["solo"]["stop_all"] for r in rows if r["solo"]["stop_all"] is not None]), 3), " s",
-            "(contrast)", None, [r["solo"]["stop_all"] for r in rows])
-    if mixed:
-        ms = [r["shared"]["stop_all"] for r in mixed]
-        ok = all(s is not None for s in ms)
-        res.add("fleet", f"balance 0 -> every member stopped, 1 member at {INTERVAL} s + {n - 1} at 10 s, shared state",
-                round(median([s for s in ms if s is not None]), 3) if ok else None, " s", "<= about 1 s after the "
-                "fastest member could see it", ok and max(ms) <= INTERVAL + LATENCY + 0.1 + 1.0,  # type: ignore[type-var]
-                [None if s is None else round(s, 3) for s in ms])
-        res.add("fleet", f"balance 0 -> every member stopped, 1 member at {INTERVAL} s + {n - 1} at 10 s, no shared state",
-                round(median([r["solo"]["stop_all"] for r in mixed if r["solo"]["stop_all"] is not None]), 3), " s",
-                "(contrast: each member's own next poll)", None, [r["solo"]["stop_all"] for r in mixed])
+    for data, slow in ((rows, f"{n} members at {INTERVAL} s"),
+                              (mixed, f"1 member at {INTERVAL} s + {n - 1} at 10 s")):
+        if not data:
+            continue
+        st = [r["shared"]["stop_all"] for r in data]
+        ok = all(s is not None for s in st)
+        res.add("fleet", f"balance 0 -> every member stopped, {slow}, shared state",
+                round(median([s for s in st if s is not None]), 3) if ok else None, " s",
+                f"<= {bound:.2f} s in every run (interval + round trip + 1 s)",
+                ok and max(s for s in st if s is not None) <= bound, [fmt3(s) for s in st])
+        so_st = [r["solo"]["stop_all"] for r in data if r["solo"]["stop_all"] is not None]
+        res.add("fleet", f"balance 0 -> every member stopped, {slow}, no shared state",
+                round(median(so_st), 3) if so_st else None, " s", "(contrast: each member's own next poll)", None,
+                [fmt3(r["solo"]["stop_all"]) for r in data])
+
+
+def fmt3(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
 
 # -- environment and report -----------------------------------------------------------------------
@@ -643,8 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="vastcap-guard benchmarks (loopback only; see docs/benchmarks.md)")
     ap.add_argument("--quick", action="store_true", help="a short smoke run (~2 minutes): fewer runs, smaller crawls")
     ap.add_argument("--only", default="", help="comma-separated benchmarks: " + ", ".join(BENCHMARKS))
-    ap.add_argument("--runs", type=int, default=0, help="runs per figure (default: 3, or 1 with --quick)")
+    ap.add_argument("--runs", type=int, default=0, help="runs per benchmark (default: 3 to 5, fewer with --quick)")
     ap.add_argument("--out", default=str(HERE / "results"), help="directory for <full|quick>.json and .md")
+    ap.add_argument("--fleet-members", choices=("auto", "core", "scrapy"), default="auto",
+                    help="fleet members: Scrapy crawls (when VASTCAP_SHARED_STATE exists: auto) or core-level jobs")
     ap.add_argument("--no-nice", action="store_true",
                     help="do not raise the benchmark's CPU priority (it does when allowed, to keep other load out)")
     args = ap.parse_args(argv)
@@ -653,29 +713,32 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [b for b in only if b not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    runs = args.runs or (1 if args.quick else 3)
     niced = False
     if not args.no_nice:
         with contextlib.suppress(OSError):
             os.nice(-10)
             niced = True
     env = environment()
+    env["runs"] = "per benchmark, see each figure's runs column"
     env["cpu_priority"] = "nice -10 (children inherit it)" if niced else "default"
-    env["runs_per_figure"] = runs
     res = Results()
     started = time.monotonic()
     funcs: dict[str, Callable[[Results, Path, bool, int], None]] = {
         "overhead": bench_overhead, "stop": bench_stop, "preflight": bench_preflight,
         "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet}
-    # the stop benchmark is cheap: at least 3 runs even in a quick run, 5 in a full one
-    bench_runs = {name: runs for name in BENCHMARKS}
-    bench_runs["stop"] = max(3, runs if args.quick else runs + 2)
+    # runs per benchmark: at least 3 for every median of a full run; a quick run keeps 3 where it is cheap
+    bench_runs = dict(QUICK_RUNS if args.quick else FULL_RUNS)
+    if args.runs:
+        bench_runs = {name: args.runs for name in BENCHMARKS}
     with tempfile.TemporaryDirectory(prefix="vastcap-bench-") as tmpdir:
         for name in only:
             print(f"== {name}", flush=True)
             t = time.monotonic()
             try:
-                funcs[name](res, Path(tmpdir), args.quick, bench_runs[name])
+                if name == "fleet":
+                    bench_fleet(res, Path(tmpdir), args.quick, bench_runs[name], args.fleet_members)
+                else:
+                    funcs[name](res, Path(tmpdir), args.quick, bench_runs[name])
             except Exception as exc:  # one benchmark failing must not hide the others
                 res.errors[name] = f"{type(exc).__name__}: {exc}"
                 print(f"  ERROR: {res.errors[name]}", flush=True)
@@ -687,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = "quick" if args.quick else "full"
     if args.only:
         stem += "-" + "-".join(only)
+    if "fleet" in only and args.fleet_members != "auto":
+        stem += f"-{args.fleet_members}"
     payload = {"environment": env, "quick": args.quick, "seconds": round(seconds, 1), "argv": raw_argv,
                "figures": [f.__dict__ for f in res.figures], "errors": res.errors, "details": res.details}
     (out_dir / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
