@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from ._secrets import mask_key
+from ._server import LoopbackServer
 
 __all__ = ["METHODS", "Call", "Fault", "FaultKind", "Sandbox"]
 
@@ -110,8 +111,10 @@ def _money(value: object) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-class Sandbox:
+class Sandbox(LoopbackServer):
     """The VastCap API on ``http://127.0.0.1:<port>/api/solver``. Start it, or use ``with``."""
+
+    _thread_name = "vastcap-sandbox"
 
     def __init__(
         self,
@@ -138,52 +141,10 @@ class Sandbox:
         self._faults: dict[str, list[Fault]] = {}
         self._calls: list[Call] = []
         self._tasks: dict[str, _Task] = {}
-        self._host = host
-        self._port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._closing = threading.Event()
+        super().__init__(host, port)
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> Sandbox:
-        if self._server is not None:
-            return self
-        handler = type("_Handler", (_Handler,), {"sandbox": self})
-        server = ThreadingHTTPServer((self._host, self._port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self._closing.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="vastcap-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._closing.set()
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> Sandbox:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        host = "[::1]" if self._host == "::1" else "127.0.0.1" if self._host == "localhost" else self._host
-        return f"http://{host}:{self.port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_Handler", (_Handler,), {"sandbox": self})
 
     @property
     def url(self) -> str:
@@ -191,7 +152,7 @@ class Sandbox:
         return f"{self.base_url}{API_PATH}"
 
     def __repr__(self) -> str:
-        state = f"url={self.url!r}" if self._server else "stopped"
+        state = f"url={self.url!r}" if self.running else "stopped"
         return f"Sandbox({state}, accounts={len(self._accounts)})"
 
     # -- accounts ------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ._server import LoopbackServer
 
 __all__ = ["SITE_KEY", "LocalSite", "SiteRequest"]
 
@@ -30,62 +32,25 @@ class SiteRequest:
     monotonic: float
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            return  # a client (a browser being closed) hung up mid-request: not the site's problem
-        super().handle_error(request, client_address)
-
-
-class LocalSite:
+class LocalSite(LoopbackServer):
     """Serve ``pages`` linked pages on 127.0.0.1. Start it, or use ``with``."""
+
+    _thread_name = "vastcap-local-site"
 
     def __init__(self, pages: int = 100, *, captcha_every: int = 0, delay: float = 0.0, port: int = 0) -> None:
         self.pages = int(pages)
         self.captcha_every = int(captcha_every)
         self.delay = float(delay)
-        self._port = port
+        super().__init__("127.0.0.1", port)
         self._lock = threading.Lock()
         self._requests: list[SiteRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> LocalSite:
-        if self._server is None:
-            handler = type("_SiteHandler", (_SiteHandler,), {"site": self})
-            self._server = _QuietServer(("127.0.0.1", self._port), handler)
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="vastcap-local-site", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            if self._thread is not None:
-                self._thread.join(5)
-
-    def __enter__(self) -> LocalSite:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the site is not running")
-        return int(self._server.server_address[1])
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return type("_SiteHandler", (_SiteHandler,), {"site": self})
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.base_url}/"
 
     def page_url(self, n: int) -> str:
         return f"{self.url}page/{n}"
