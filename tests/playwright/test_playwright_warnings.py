@@ -46,6 +46,7 @@ def test_warn_minutes_logs_once_when_the_money_runs_out_soon(
 
     async def main() -> None:
         async with guard(KEY, api_url=sandbox.url, interval=0.2, warn_minutes=60) as g:
+            assert g.forecast.state == "unknown"  # one reading: no guess shown as fact
             balance = Decimal("10.25")
             deadline = time.monotonic() + 20
             while not warnings(caplog, "lasts less than") and time.monotonic() < deadline:
@@ -56,7 +57,11 @@ def test_warn_minutes_logs_once_when_the_money_runs_out_soon(
                 balance -= Decimal("0.05")
                 sandbox.set_balance(KEY, balance)
                 await asyncio.sleep(0.2)
+            forecast = g.forecast
+            assert forecast.state == "spending" and forecast.spend_per_minute is not None
+            assert forecast.minutes_left is not None and forecast.minutes_left < 60
         assert g.tripped is None
+        assert g.forecast.state == "spending"  # the last run's forecast stays readable
 
     asyncio.run(main())
     found = warnings(caplog, "lasts less than")

@@ -27,6 +27,7 @@ import playwright.sync_api as sync_api
 
 from ..config import GuardConfig
 from ..errors import ApiUnavailableError, GuardError
+from ..forecast import Forecast
 from ..guard import Action, Guard, Reading, Verdict, format_usd
 from ..poller import Subscription, subscribe
 from . import _hooks
@@ -523,6 +524,15 @@ class PlaywrightGuard:
             return self._scope(last=True).guard.balance
         except RuntimeError:
             return None
+
+    @property
+    def forecast(self) -> Forecast:
+        """Spend per minute and minutes left in the current (or last) run (``state='unknown'`` until
+        enough readings; see :class:`vastcap_guard.forecast.Forecast`)."""
+        try:
+            return self._scope(last=True).guard.forecast
+        except RuntimeError:
+            return Guard(self.config).forecast
 
     def snapshot(self) -> dict[str, object]:
         """Counters of the current (or last) run: balance, balance_start, spent, checks, check_failures, tripped."""
