@@ -4,9 +4,12 @@ Used by the tests as ``python runner.py CONFIG.json``; CONFIG is::
 
     {"mode": "asyncio" | "twisted" | "reactorless",
      "log_file": "/tmp/.../crawl.log",
+     "enable": "extensions" | "addon" | "none",   # how the guard is enabled (default: extensions)
+     "watch_browsers": false,                     # record browser processes this process starts
      "settings": {...process settings...},
      "crawlers": [{"url": "http://127.0.0.1:PORT/", "settings": {...}, "cost": "0.5",
-                   "ensure_funds": "3", "max_pages": 50}]}
+                   "ensure_funds": "3", "max_pages": 50,
+                   "playwright": false, "include_page": false}]}
 
 and the last line of stdout is ``{"crawlers": [{"stats": ..., "signals": [...], ...}], ...}``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -57,14 +61,20 @@ class FollowSpider(scrapy.Spider):
 
     - ``cost``: put ``meta["vastcap_cost"] = cost`` on every followed link (CostGuardMiddleware);
     - ``ensure_funds``: ``await get_guard(crawler).ensure_funds(ensure_funds)`` in every callback;
-    - ``max_pages``: stop following links after this many pages.
+    - ``max_pages``: stop following links after this many pages;
+    - ``playwright``: render every page through scrapy-playwright (``meta["playwright"]``);
+    - ``include_page``: also ask for the Playwright page and never close it (pages left open).
     """
 
     name = "follow"
 
     def __init__(self, url: str, cost: str | None = None, ensure_funds: str | None = None,
-                 max_pages: int | None = None, record: dict[str, Any] | None = None, **kw: Any) -> None:
+                 max_pages: int | None = None, record: dict[str, Any] | None = None,
+                 playwright: bool = False, include_page: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
+        self.playwright = playwright
+        self.include_page = include_page
+        self.open_pages: list[Any] = []
         self.url = url
         self.cost = cost
         self.ensure = ensure_funds
@@ -72,11 +82,24 @@ class FollowSpider(scrapy.Spider):
         self.pages = 0
         self.record = record if record is not None else {}
 
+    def _meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"vastcap_cost": self.cost} if self.cost is not None else {}
+        if self.playwright:
+            meta["playwright"] = True
+            if self.include_page:
+                meta["playwright_include_page"] = True
+        return meta
+
     async def start(self) -> Any:
-        yield scrapy.Request(self.url, callback=self.parse)
+        meta = self._meta()
+        meta.pop("vastcap_cost", None)
+        yield scrapy.Request(self.url, callback=self.parse, meta=meta)
 
     async def parse(self, response: Any) -> Any:
         self.pages += 1
+        page = response.meta.get("playwright_page")
+        if page is not None:
+            self.open_pages.append(page)  # deliberately never closed
         if self.ensure is not None:
             guard = get_guard(self.crawler)
             assert guard is not None
@@ -89,8 +112,53 @@ class FollowSpider(scrapy.Spider):
         if self.max_pages is not None and self.pages >= self.max_pages:
             return
         for href in response.css("a::attr(href)").getall():
-            meta = {"vastcap_cost": self.cost} if self.cost is not None else {}
-            yield response.follow(href, callback=self.parse, meta=meta)
+            yield response.follow(href, callback=self.parse, meta=self._meta())
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Living descendant processes of ``root``: pid -> command line (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if fields and fields[0] != "Z":
+            parents[int(entry)] = int(fields[1])
+    found: dict[int, str] = {}
+    for pid in parents:
+        p = pid
+        while p in parents and p != root and p > 1:
+            p = parents[p]
+        if p == root and pid != root:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    found[pid] = fh.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+            except OSError:
+                continue
+    return found
+
+
+def browser_processes(root: int) -> dict[int, str]:
+    return {pid: cmd for pid, cmd in _descendants(root).items() if "chrom" in cmd.lower()}
+
+
+class BrowserWatch(threading.Thread):
+    """Sample this process's browser descendants while the crawl runs."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="browser-watch")
+        self.seen: dict[int, str] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.seen.update(browser_processes(os.getpid()))
+            self.stopped.wait(0.05)
 
 
 def main() -> None:
@@ -102,10 +170,14 @@ def main() -> None:
         "LOG_FILE": config["log_file"],
         "TELNETCONSOLE_ENABLED": False,
         "ROBOTSTXT_OBEY": False,
-        "EXTENSIONS": {"vastcap_guard.scrapy.BalanceGuard": 500},
-        "DOWNLOADER_MIDDLEWARES": {"vastcap_guard.scrapy.CostGuardMiddleware": 50},
         "RETRY_ENABLED": False,
     }
+    enable = config.get("enable", "extensions")
+    if enable == "extensions":
+        settings["EXTENSIONS"] = {"vastcap_guard.scrapy.BalanceGuard": 500}
+        settings["DOWNLOADER_MIDDLEWARES"] = {"vastcap_guard.scrapy.CostGuardMiddleware": 50}
+    elif enable == "addon":
+        settings["ADDONS"] = {"vastcap_guard.scrapy.Addon": 500}
     if mode == "twisted":
         settings["TWISTED_REACTOR"] = "twisted.internet.epollreactor.EPollReactor"
     elif mode == "reactorless":
@@ -144,8 +216,12 @@ def main() -> None:
         crawler = process.create_crawler(spidercls)
         record["crawler"] = crawler
 
-        def on_signal(name: str, record: dict[str, Any] = record, **kw: Any) -> None:
+        def on_signal(name: str, record: dict[str, Any] = record, crawler: Any = crawler, **kw: Any) -> None:
             entry = {"signal": name, "main_thread": threading.current_thread() is threading.main_thread()}
+            if name == "balance_checked" and crawler.stats is not None:
+                # the forecast stats as this check left them (None: absent)
+                entry["stats"] = {k: crawler.stats.get_value(f"vastcap/{k}")
+                                  for k in ("spend_per_minute", "minutes_left")}
             for k, v in kw.items():
                 if k in {"reason", "balance", "threshold"}:
                     entry[k] = _jsonable(v)
@@ -155,11 +231,15 @@ def main() -> None:
                 elif k == "error":
                     entry["error_type"] = type(v).__name__
                     entry["message"] = str(v)
+                elif k == "forecast":
+                    entry["state"] = v.state
+                    entry["spend_per_minute"] = _jsonable(v.spend_per_minute)
+                    entry["minutes_left"] = _jsonable(v.minutes_left)
                 elif k == "guard":
                     entry["has_guard"] = v is not None
             record["signals"].append(entry)
 
-        for name in ("balance_checked", "balance_low", "guard_tripped"):
+        for name in ("balance_checked", "balance_low", "balance_forecast", "guard_tripped"):
             handler = _bind(on_signal, name)
             crawler.signals.connect(handler, signal=getattr(signals, name), weak=False)
 
@@ -168,9 +248,16 @@ def main() -> None:
 
         crawler.signals.connect(seen_request, signal=scrapy_signals.request_reached_downloader, weak=False)
         process.crawl(crawler, url=spec["url"], cost=spec.get("cost"), ensure_funds=spec.get("ensure_funds"),
-                      max_pages=spec.get("max_pages"), record=record)
+                      max_pages=spec.get("max_pages"), record=record,
+                      playwright=spec.get("playwright", False), include_page=spec.get("include_page", False))
 
+    watch = BrowserWatch() if config.get("watch_browsers") else None
+    if watch is not None:
+        watch.start()
     process.start()
+    if watch is not None:
+        watch.stopped.set()
+        watch.join()
 
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(
@@ -185,6 +272,9 @@ def main() -> None:
         out["crawlers"].append(_jsonable(record))
     out["poller_threads"] = [t.name for t in threading.enumerate() if t.name.startswith("vastcap-guard-poller")]
     out["active_pollers"] = active_pollers()
+    if watch is not None:
+        out["browsers_seen"] = {str(pid): cmd for pid, cmd in watch.seen.items()}
+        out["browsers_left"] = {str(pid): cmd for pid, cmd in browser_processes(os.getpid()).items()}
     out["warnings"] = [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
     logging.shutdown()
     print(json.dumps(out))

@@ -68,10 +68,13 @@ def run_crawl(
     env: dict[str, str] | None = None,
     timeout: float = 90,
     key: str = KEY,
+    enable: str = "extensions",
+    watch_browsers: bool = False,
 ) -> Crawl:
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_file = tmp_path / f"crawl-{time.monotonic_ns()}.log"
-    config = {"mode": mode, "log_file": str(log_file), "settings": settings or {}, "crawlers": crawlers}
+    config = {"mode": mode, "log_file": str(log_file), "settings": settings or {}, "crawlers": crawlers,
+              "enable": enable, "watch_browsers": watch_browsers}
     config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
     config_file.write_text(json.dumps(config))
     proc_env = dict(os.environ if env is None else env)
