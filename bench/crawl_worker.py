@@ -18,6 +18,7 @@ the site's and the sandbox's logs).
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -104,6 +105,7 @@ class LagMonitor:
         self.record = record
         self.lags: list[float] = []
         self.times: list[float] = []
+        self.spans: list[tuple[float, float]] = []
         self.running = False
         self.expected = 0.0
         crawler.signals.connect(self.opened, signal=scrapy_signals.spider_opened)
@@ -121,6 +123,7 @@ class LagMonitor:
         now = time.perf_counter()
         self.lags.append(max(now - self.expected, 0.0))
         self.times.append(now)
+        self.spans.append((self.expected, now))
         if self.running:
             self._schedule()
 
@@ -137,8 +140,27 @@ class LagMonitor:
                                              for j, v in enumerate(self.lags)), reverse=True)[:8]
 
 
+class GcPauses:
+    """Durations of the garbage collector's full (generation 2) collections: the crawl's own pauses."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []  # (duration, perf_counter at the end)
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            now = time.perf_counter()
+            self.pauses.append((now - self._t, now))
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
+    gc_pauses = GcPauses()
     mode = config.get("guard", "none")
     settings: dict[str, Any] = {
         "LOG_LEVEL": "INFO",
@@ -209,6 +231,12 @@ def main() -> int:
         record["pages"] = stats.get("response_received_count", 0)
         record["stats"] = {k: v for k, v in stats.items() if k.startswith(("vastcap/", "naive/"))}
         out["crawlers"].append(record)
+    pauses = [(end - d, end) for d, end in gc_pauses.pauses]
+    for monitor in keep:  # the largest lag with the ticks a full GC collection delayed left out
+        clean = [lag for lag, (a, b) in zip(monitor.lags, monitor.spans, strict=True)
+                 if not any(pa < b and pe > a for pa, pe in pauses)]
+        monitor.record["lag_max_outside_gc"] = max(clean) if clean else None
+    out["gc_full_pauses_ms"] = sorted((round(d * 1000, 1) for d, _ in gc_pauses.pauses), reverse=True)[:10]
     print(json.dumps(out, default=str))
     return 0
 
