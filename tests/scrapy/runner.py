@@ -63,15 +63,18 @@ class FollowSpider(scrapy.Spider):
     - ``ensure_funds``: ``await get_guard(crawler).ensure_funds(ensure_funds)`` in every callback;
     - ``max_pages``: stop following links after this many pages;
     - ``playwright``: render every page through scrapy-playwright (``meta["playwright"]``);
-    - ``include_page``: also ask for the Playwright page and never close it (pages left open).
+    - ``include_page``: also ask for the Playwright page and never close it (pages left open);
+    - ``stop_file``: stop following links once this file exists (the test ends the crawl).
     """
 
     name = "follow"
 
     def __init__(self, url: str, cost: str | None = None, ensure_funds: str | None = None,
                  max_pages: int | None = None, record: dict[str, Any] | None = None,
-                 playwright: bool = False, include_page: bool = False, **kw: Any) -> None:
+                 playwright: bool = False, include_page: bool = False, stop_file: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(**kw)
+        self.stop_file = stop_file
         self.playwright = playwright
         self.include_page = include_page
         self.open_pages: list[Any] = []
@@ -110,6 +113,8 @@ class FollowSpider(scrapy.Spider):
                 return
             self.record.setdefault("ensure_funds", []).append(str(projected))
         if self.max_pages is not None and self.pages >= self.max_pages:
+            return
+        if self.stop_file is not None and os.path.exists(self.stop_file):
             return
         for href in response.css("a::attr(href)").getall():
             yield response.follow(href, callback=self.parse, meta=self._meta())
@@ -249,7 +254,8 @@ def main() -> None:
         crawler.signals.connect(seen_request, signal=scrapy_signals.request_reached_downloader, weak=False)
         process.crawl(crawler, url=spec["url"], cost=spec.get("cost"), ensure_funds=spec.get("ensure_funds"),
                       max_pages=spec.get("max_pages"), record=record,
-                      playwright=spec.get("playwright", False), include_page=spec.get("include_page", False))
+                      playwright=spec.get("playwright", False), include_page=spec.get("include_page", False),
+                      stop_file=spec.get("stop_file"))
 
     watch = BrowserWatch() if config.get("watch_browsers") else None
     if watch is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "SCRAPY_VERSION",
     "LoopBridge",
     "close_spider",
+    "hold_browser_launch",
     "scrapy_version",
 ]
 
@@ -171,3 +172,28 @@ def close_spider(crawler: Any, reason: str) -> Any:
     if d is not None and hasattr(d, "addErrback"):
         d.addErrback(failed)
     return d
+
+
+def hold_browser_launch(crawler: Any) -> int:
+    """Keep scrapy-playwright from starting Playwright for a crawl the guard refused to start.
+
+    Scrapy < 2.18 cannot refuse a start from ``spider_opened``, so it still sends
+    ``engine_started``, where scrapy-playwright's download handler starts Playwright (a driver
+    process) and launches a browser for any ``PLAYWRIGHT_CONTEXTS``. The refused crawl sends no
+    request, so none of that is needed: disconnect the handler's ``engine_started`` receivers
+    (its ``close`` copes with never having started). Returns how many were disconnected.
+    """
+    from pydispatch import dispatcher  # type: ignore[import-untyped]
+    from scrapy import signals
+
+    manager = crawler.signals
+    found = 0
+    for receiver in list(dispatcher.liveReceivers(dispatcher.getAllReceivers(manager.sender,
+                                                                             signals.engine_started))):
+        owner = getattr(receiver, "__self__", None)
+        if owner is not None and type(owner).__module__.split(".")[0] == "scrapy_playwright":
+            manager.disconnect(receiver, signal=signals.engine_started)
+            found += 1
+    if found:
+        logger.debug("vastcap-guard: the crawl was refused; scrapy-playwright will not start a browser.")
+    return found

@@ -18,9 +18,10 @@ from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
 from .. import signals
 from ..config import GuardConfig
 from ..errors import ApiError, ApiUnavailableError, ConfigError, GuardError
+from ..forecast import Forecast
 from ..guard import Action, Guard, Reading, Verdict, format_usd
 from ..poller import Subscription, subscribe
-from ._compat import CLOSESPIDER_FROM_SPIDER_OPENED, LoopBridge, close_spider
+from ._compat import CLOSESPIDER_FROM_SPIDER_OPENED, LoopBridge, close_spider, hold_browser_launch
 
 __all__ = ["SETTING_NAMES", "BalanceGuard", "config_from_settings", "get_guard", "parse_cost"]
 
@@ -43,6 +44,9 @@ SETTING_NAMES: dict[str, str] = {
 
 #: a pre-flight check may use a reading of the same account this recent (another crawler's)
 PREFLIGHT_MAX_AGE = 2.0
+
+#: spend rates are shown to a tenth of a cent per thousand minutes, not to 28 digits
+_RATE_QUANTUM = Decimal("0.0001")
 
 _guards: weakref.WeakKeyDictionary[Any, BalanceGuard] = weakref.WeakKeyDictionary()
 
@@ -196,7 +200,9 @@ class BalanceGuard:
         if CLOSESPIDER_FROM_SPIDER_OPENED:
             raise CloseSpider(error.reason)
         # Scrapy < 2.18 ignores CloseSpider here: request_scheduled drops every request and the
-        # spider is closed with the reason as soon as the engine runs (or goes idle).
+        # spider is closed with the reason as soon as the engine runs (or goes idle). The engine
+        # still sends engine_started: keep scrapy-playwright from starting a browser for nothing.
+        hold_browser_launch(self.crawler)
         self._close_when_running(error.reason, tries=400)
 
     def spider_closed(self, spider: Any = None, reason: str | None = None) -> None:
@@ -276,6 +282,8 @@ class BalanceGuard:
                     "vastcap-guard: VastCap balance %s (spent %s during the crawl).",
                     format_usd(reading.balance), format_usd(self.guard.spent),
                 )
+        if verdict.forecast_low and verdict.forecast is not None:
+            self._forecast_warning(verdict.forecast, reading)
         if verdict.action is Action.WARN and reading.balance is not None and cfg.warn_balance is not None:
             logger.warning(
                 "vastcap-guard: the VastCap balance %s is below VASTCAP_WARN_BALANCE %s (key %s). "
@@ -296,6 +304,20 @@ class BalanceGuard:
                 policy += "; VASTCAP_REQUIRE_PREFLIGHT = False: the crawl starts without a confirmed balance"
             logger.warning("vastcap-guard: balance check failed (%s): %s", policy, err.message)
         return verdict
+
+    def _forecast_warning(self, forecast: Forecast, reading: Reading) -> None:
+        """The projection fell below ``VASTCAP_WARN_MINUTES``: one WARNING line and the signal."""
+        cfg = self.config
+        if forecast.spend_per_minute is not None and forecast.minutes_left is not None:
+            balance = format_usd(reading.balance) if reading.balance is not None else "the balance"
+            logger.warning(
+                "vastcap-guard: at the current spend of %s/min the VastCap balance %s lasts about "
+                "%.1f more minute(s), less than VASTCAP_WARN_MINUTES %g (key %s). Top up the account "
+                "soon: the crawl stops below %s.",
+                format_usd(forecast.spend_per_minute.quantize(_RATE_QUANTUM)), balance,
+                forecast.minutes_left, cfg.warn_minutes, cfg.masked_key, format_usd(cfg.min_balance),
+            )
+        self._send(signals.balance_forecast, forecast=forecast)
 
     # -- stopping ------------------------------------------------------------------------------
     def _stop(self, error: GuardError, *, at_start: bool = False) -> GuardError:
@@ -400,6 +422,18 @@ class BalanceGuard:
         stats.set_value("vastcap/spent", float(g.spent))
         stats.set_value("vastcap/checks", g.checks)
         stats.set_value("vastcap/check_failures", g.check_failures)
+        forecast = g.forecast
+        gone = []
+        for key, value in (("vastcap/spend_per_minute", forecast.spend_per_minute),
+                           ("vastcap/minutes_left", forecast.minutes_left)):
+            if value is not None:
+                stats.set_value(key, float(value))
+            elif stats.get_value(key) is not None:
+                gone.append(key)
+        if gone:
+            # the forecast is unknown again (a top-up restarts it): a stale number would mislead.
+            # Stats collectors have no "delete"; set_stats() with the rest is the public way.
+            stats.set_stats({k: v for k, v in stats.get_stats().items() if k not in gone})
 
     def _send(self, signal: object, **kwargs: Any) -> None:
         self.crawler.signals.send_catch_log(
