@@ -48,6 +48,7 @@ FAULTS: dict[str, tuple[dict[str, Any], str]] = {
     "negative": ({"kind": "body", "body": '{"balance": -5}'}, "vastcap_low_balance"),
     "unknown_code": ({"kind": "body", "body": UNKNOWN_CODE_BODY}, "vastcap_api_error"),
     "huge": ({"kind": "huge"}, "vastcap_api_unavailable"),
+    "dropped": ({"kind": "drop"}, "vastcap_api_unavailable"),  # connection closed, no answer
 }
 FAULT_NAMES = list(FAULTS)
 #: faults that are a balance (stop at once), not a failed check
@@ -137,6 +138,17 @@ BAD_SETTINGS: dict[str, tuple[dict[str, Any], str, str]] = {
     "empty_key": ({"VASTCAP_API_KEY": ""}, "vastcap_invalid_key", "VASTCAP_API_KEY"),
     "blank_key": ({"VASTCAP_API_KEY": "   "}, "vastcap_invalid_key", "VASTCAP_API_KEY"),
     "ftp_url": ({"VASTCAP_API_URL": "ftp://127.0.0.1/api/solver"}, "vastcap_config_error", "VASTCAP_API_URL"),
+    # beyond the four asked for: every other setting with a value the guard cannot use
+    "interval_zero": ({"VASTCAP_CHECK_INTERVAL": 0}, "vastcap_config_error", "VASTCAP_CHECK_INTERVAL"),
+    "interval_nan": ({"VASTCAP_CHECK_INTERVAL": "nan"}, "vastcap_config_error", "VASTCAP_CHECK_INTERVAL"),
+    "minimum_negative": ({"VASTCAP_MIN_BALANCE": "-1"}, "vastcap_config_error", "VASTCAP_MIN_BALANCE"),
+    "timeout_zero": ({"VASTCAP_TIMEOUT": 0}, "vastcap_config_error", "VASTCAP_TIMEOUT"),
+    "max_failures_negative": ({"VASTCAP_MAX_FAILURES": -1}, "vastcap_config_error", "VASTCAP_MAX_FAILURES"),
+    "warn_not_a_number": ({"VASTCAP_WARN_BALANCE": "soon"}, "vastcap_config_error", "VASTCAP_WARN_BALANCE"),
+    "max_spend_zero": ({"VASTCAP_MAX_SPEND": 0}, "vastcap_config_error", "VASTCAP_MAX_SPEND"),
+    "require_preflight_perhaps": ({"VASTCAP_REQUIRE_PREFLIGHT": "perhaps"}, "vastcap_config_error",
+                                  "VASTCAP_REQUIRE_PREFLIGHT"),
+    "enabled_perhaps": ({"VASTCAP_ENABLED": "perhaps"}, "vastcap_config_error", "VASTCAP_ENABLED"),
 }
 
 #: Scrapy crawls at DEBUG for the secrets test: id -> case

@@ -57,6 +57,11 @@ PW_BAD: dict[str, tuple[dict[str, Any], str]] = {
     "interval_negative": ({"interval": -5}, "interval"),
     "minimum_not_a_number": ({"min_balance": "lots"}, "min_balance"),
     "ftp_url": ({"api_url": "ftp://127.0.0.1/api/solver"}, "api_url"),
+    "timeout_zero": ({"timeout": 0}, "timeout"),
+    "max_failures_negative": ({"max_failures": -1}, "max_failures"),
+    "warn_not_a_number": ({"warn_balance": "soon"}, "warn_balance"),
+    "max_spend_negative": ({"max_spend": "-1"}, "max_spend"),
+    "warn_minutes_not_a_number": ({"warn_minutes": "soon"}, "warn_minutes"),
 }
 
 
@@ -115,6 +120,8 @@ CLI_BAD: dict[str, tuple[list[str], str]] = {
     "watch_interval_not_a_number": (["watch", "--interval", "soon", "--count", "1"], "--interval"),
     "watch_interval_negative": (["watch", "--interval", "-5", "--count", "1"], "--interval"),
     "check_timeout_not_a_number": (["check", "--timeout", "soon"], "--timeout"),
+    "check_warn_not_a_number": (["check", "--warn-balance", "soon"], "--warn-balance"),
+    "watch_max_failures_not_a_number": (["watch", "--max-failures", "x", "--count", "1"], "--max-failures"),
 }
 
 
