@@ -34,6 +34,9 @@ UNKNOWN_CODE_BODY = json.dumps(
     {"error": {"errorId": 77, "errorCode": "ERROR_SOMETHING_NEW", "errorDescription": "Something new happened"}}
 )
 
+#: 22 bytes of JSON: a positive balance far below any minimum, written with a huge negative exponent
+TINY_EXPONENT_BODY = '{"balance": 1e-999999}'
+
 #: every fault the sandbox can inject into getBalance: name -> (fault spec, expected reason)
 FAULTS: dict[str, tuple[dict[str, Any], str]] = {
     "refused": ({"kind": "refused"}, "vastcap_api_unavailable"),
@@ -121,8 +124,10 @@ def batch_specs() -> dict[str, dict[str, Any]]:
         "settings": {"CLOSESPIDER_TIMEOUT": 25, "VASTCAP_CHECK_INTERVAL": 0.3},
         "delay": 0.05,
     }
+    tiny = {"id": "preflight-tiny_exponent", "fault": {"kind": "body", "body": TINY_EXPONENT_BODY},
+            "when": "preflight"}
     return {
-        "asyncio": {"mode": "asyncio", "cases": [*matrix_cases(FAULT_NAMES), maxfail0]},
+        "asyncio": {"mode": "asyncio", "cases": [*matrix_cases(FAULT_NAMES), maxfail0, tiny]},
         "reactorless": {"mode": "reactorless", "cases": matrix_cases(FAULT_NAMES)},
         "twisted": {"mode": "twisted", "cases": matrix_cases(TWISTED_SUBSET, ("preflight", "midrun"))},
         "flap": {"mode": "asyncio", "cases": [flap]},

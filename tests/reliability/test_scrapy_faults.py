@@ -168,6 +168,25 @@ def test_max_failures_zero_keeps_the_preflight_gate(batches: Batches, batch: str
     assert case["site_requests"] == 0
 
 
+TINY_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="format_usd (guard.py) prints every digit of the exponent: a 22-byte answer "
+    "{\"balance\": 1e-999999} becomes a 1 MB log line and exception message",
+)
+
+
+@TINY_XFAIL
+@pytest.mark.parametrize("batch", ["asyncio"])
+def test_tiny_exponent_balance_gives_one_clear_line(batches: Batches, batch: str) -> None:
+    case = batches.case(batch, "preflight-tiny_exponent")
+    assert case["crash"] is None
+    assert case["stats"]["finish_reason"] in ("vastcap_low_balance", "vastcap_api_unavailable")
+    assert case["site_requests"] == 0
+    errors = lines_at(case["log"], "ERROR")
+    assert len(errors) == 1
+    assert_clear_line(errors[0])
+
+
 @pytest.mark.parametrize("batch", ["asyncio", "reactorless", "twisted"])
 def test_batch_process_output_is_clean(batches: Batches, batch: str) -> None:
     if batch == "reactorless" and not SCRAPY_REACTORLESS:
