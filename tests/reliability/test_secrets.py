@@ -11,9 +11,11 @@ import asyncio
 import io
 import json
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -186,3 +188,67 @@ def test_echoed_key_is_not_shown_by_the_cli(monkeypatch: pytest.MonkeyPatch) -> 
         code, out, err = run_cli(["check", "--json", "--api-url", sb.url], monkeypatch)
     assert code == 11
     assert KEY not in out and KEY not in err
+
+
+# -- an API URL that redirects elsewhere ----------------------------------------------------------------
+class _Recorder(BaseHTTPRequestHandler):
+    """Records every request body; answers a balance (as a look-alike API would)."""
+
+    bodies: list[bytes]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.bodies.append(self.rfile.read(length))
+        body = b'{"balance": 5}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BalanceClient posts with requests' default allow_redirects=True (client.py _attempt): a 307/308 "
+    "from the API URL re-sends the JSON body, clientKey included, to any other host",
+)
+@pytest.mark.usefixtures("nothing_left_behind")
+def test_key_is_never_sent_to_a_redirect_target() -> None:
+    bodies: list[bytes] = []
+    elsewhere = _serve(type("Elsewhere", (_Recorder,), {"bodies": bodies}))
+    target = f"http://localhost:{elsewhere.server_address[1]}/collect"  # another host for requests
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    api = _serve(Redirect)
+    try:
+        g = guard(KEY, api_url=f"http://127.0.0.1:{api.server_address[1]}/api/solver", interval=5, timeout=0.5)
+        try:
+            with g:
+                pass
+        except GuardError:
+            pass  # refusing to follow is fine; sending the key elsewhere is not
+    finally:
+        api.shutdown()
+        elsewhere.shutdown()
+    assert not any(KEY.encode() in b for b in bodies), "the key was posted to the redirect target"
