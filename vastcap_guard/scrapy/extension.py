@@ -99,8 +99,9 @@ def parse_cost(cost: object, what: str = "cost") -> Decimal:
 def get_guard(crawler: Any) -> BalanceGuard | None:
     """The :class:`BalanceGuard` running for ``crawler``.
 
-    ``None`` when the extension is not enabled for this crawler (not in ``EXTENSIONS``, or
-    ``VASTCAP_ENABLED = False``): callers then spend unguarded, as the user asked.
+    ``None`` when the extension is not enabled for this crawler (neither the add-on nor
+    ``EXTENSIONS`` enables it, or ``VASTCAP_ENABLED = False``): callers then spend unguarded, as
+    the user asked.
     """
     return _guards.get(crawler)
 
@@ -119,7 +120,8 @@ def _hint(error: GuardError) -> str:
 
 
 class BalanceGuard:
-    """Scrapy extension: ``EXTENSIONS = {"vastcap_guard.scrapy.BalanceGuard": 500}``.
+    """Scrapy extension: ``ADDONS = {"vastcap_guard.scrapy.Addon": 500}`` enables it, or
+    ``EXTENSIONS = {"vastcap_guard.scrapy.BalanceGuard": 500}``.
 
     Checks the VastCap balance before the first request is scheduled and every
     ``VASTCAP_CHECK_INTERVAL`` seconds while the crawl runs, and closes the spider with the core's
