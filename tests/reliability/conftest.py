@@ -16,6 +16,8 @@ _BATCHES = Batches()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
     names = {
         item.callspec.params["batch"]
         for item in session.items

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -34,7 +35,7 @@ def check_midrun_outcome(fault: str, g: PlaywrightGuard, err: BaseException | No
     warnings = [r.getMessage() for r in records_at(caplog, logging.WARNING)]
     if fault in BALANCE_FAULTS:
         assert snap["check_failures"] == 0
-        assert snap["balance"] is not None and snap["balance"] < 0
+        assert isinstance(snap["balance"], Decimal) and snap["balance"] < 0
         assert warnings == []
     else:
         # the first failed check is tolerated (one WARNING), the MAX_FAILURES-th stops

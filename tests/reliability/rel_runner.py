@@ -286,7 +286,10 @@ def main() -> None:
         from scrapy.utils.reactor import install_reactor
 
         install_reactor(base["TWISTED_REACTOR"])
-        from twisted.internet import defer, reactor
+        from twisted.internet import defer
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor
 
         if mode == "twisted":
             from scrapy.crawler import CrawlerRunner

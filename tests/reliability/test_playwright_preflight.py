@@ -121,7 +121,7 @@ def test_preflight_fault_with_require_preflight_false_runs_the_body(
     run(g, form, ran)
     assert ran == ["body"]
     snap = g.snapshot()
-    assert snap["tripped"] is None and snap["check_failures"] >= 1
+    assert snap["tripped"] is None and isinstance(snap["check_failures"], int) and snap["check_failures"] >= 1
     warnings = records_at(caplog, logging.WARNING)
     assert len(warnings) == snap["check_failures"], [r.getMessage() for r in warnings]
     assert "the script goes on (1 in a row" in warnings[0].getMessage()
