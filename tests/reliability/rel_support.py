@@ -156,6 +156,9 @@ BAD_SETTINGS: dict[str, tuple[dict[str, Any], str, str]] = {
     "require_preflight_perhaps": ({"VASTCAP_REQUIRE_PREFLIGHT": "perhaps"}, "vastcap_config_error",
                                   "VASTCAP_REQUIRE_PREFLIGHT"),
     "enabled_perhaps": ({"VASTCAP_ENABLED": "perhaps"}, "vastcap_config_error", "VASTCAP_ENABLED"),
+    "warn_minutes_not_a_number": ({"VASTCAP_WARN_MINUTES": "soon"}, "vastcap_config_error", "VASTCAP_WARN_MINUTES"),
+    "shared_state_not_redis": ({"VASTCAP_SHARED_STATE": "http://127.0.0.1:6379/0"}, "vastcap_config_error",
+                               "VASTCAP_SHARED_STATE"),
 }
 
 #: Scrapy crawls at DEBUG for the secrets test: id -> case
