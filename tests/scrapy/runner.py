@@ -29,6 +29,7 @@ from typing import Any
 
 import scrapy
 from scrapy import signals as scrapy_signals
+from scrapy.exceptions import CloseSpider
 
 from vastcap_guard import GuardError, signals
 from vastcap_guard.poller import active_pollers
@@ -64,7 +65,7 @@ class FollowSpider(scrapy.Spider):
     - ``max_pages``: stop following links after this many pages;
     - ``playwright``: render every page through scrapy-playwright (``meta["playwright"]``);
     - ``include_page``: also ask for the Playwright page and never close it (pages left open);
-    - ``stop_file``: stop following links once this file exists (the test ends the crawl).
+    - ``stop_file``: close the spider (reason ``finished``) once this file exists (the test ends the crawl).
     """
 
     name = "follow"
@@ -115,7 +116,7 @@ class FollowSpider(scrapy.Spider):
         if self.max_pages is not None and self.pages >= self.max_pages:
             return
         if self.stop_file is not None and os.path.exists(self.stop_file):
-            return
+            raise CloseSpider("finished")  # the test has seen enough: end now, as a finished crawl
         for href in response.css("a::attr(href)").getall():
             yield response.follow(href, callback=self.parse, meta=self._meta())
 
