@@ -45,7 +45,7 @@ SETTING_NAMES: dict[str, str] = {
 #: a pre-flight check may use a reading of the same account this recent (another crawler's)
 PREFLIGHT_MAX_AGE = 2.0
 
-#: spend rates are shown to a tenth of a cent per thousand minutes, not to 28 digits
+#: spend rates are logged to a hundredth of a cent per minute, not to 28 digits
 _RATE_QUANTUM = Decimal("0.0001")
 
 _guards: weakref.WeakKeyDictionary[Any, BalanceGuard] = weakref.WeakKeyDictionary()
