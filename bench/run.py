@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -195,8 +196,8 @@ def crawl_settings(concurrency: int) -> dict[str, Any]:
 # -- 1-3: crawl overhead, naive baseline, event-loop lag ------------------------------------------
 def bench_overhead(res: Results, tmp: Path, quick: bool, runs: int) -> None:
     """No guard and guard side by side (two crawls at once, each on its own 2,000-page site), then the naive one."""
-    pagecount = 400 if quick else 0  # 0: the whole site
-    naive_pages = 200 if quick else 400
+    pagecount = 300 if quick else 0  # 0: the whole site
+    naive_pages = 120 if quick else 400
     rounds: list[dict[str, Any]] = []
     with sandbox() as sb, sites(3) as site_list:
         by_mode = dict(zip(("none", "guard", "naive"), site_list, strict=True))
@@ -404,10 +405,12 @@ def bench_sharing(res: Results, tmp: Path, quick: bool, runs: int) -> None:
                 ss = out["sessions"]
                 life = max(s["left_at"] for s in ss) - min(s["entered_at"] for s in ss)
                 w = out["window"]
-                calls = sum(1 for c in sb.calls("getBalance") if w["start"] <= c.at < w["end"])
+                in_window = [c.at for c in sb.calls("getBalance") if w["start"] <= c.at < w["end"]]
+                calls = len(in_window)
+                gaps = [round(b - a, 3) for a, b in itertools.pairwise(in_window)]
                 total = sb.call_count("getBalance")
                 rows_p.append({"calls": calls, "window": w["end"] - w["start"], "intervals": intervals,
-                               "calls_total": total, "lifetime_intervals": life / INTERVAL,
+                               "calls_total": total, "lifetime_intervals": life / INTERVAL, "gaps_s": gaps,
                                "pages": sum(s["pages"] for s in ss), "browser": out.get("browser_version")})
                 print(f"    Playwright run {i + 1}/{runs}: {n} async scopes all running for {intervals} intervals: "
                       f"{calls} getBalance calls ({total} in all over {life / INTERVAL:.1f} intervals from the "
@@ -577,7 +580,8 @@ def fleet_round(sb: Sandbox, redis_url: str | None, intervals: list[float], meas
         stops = [m.stopped_at for m in members]
         return {"calls": calls, "stop_all": (max(stops) - t0) if all(s is not None for s in stops) else None,
                 "stop_first": min((s for s in stops if s is not None), default=t0) - t0,
-                "stopped": sum(s is not None for s in stops)}
+                "stopped": sum(s is not None for s in stops),
+                "each": [None if s is None else round(s - t0, 3) for s in stops]}
     finally:
         for m in members:
             m.finish()
@@ -704,7 +708,7 @@ def fmt(v: Any) -> str:
 
 def markdown(env: dict[str, Any], res: Results, quick: bool, seconds: float, argv: list[str]) -> str:
     lines = [f"# vastcap-guard benchmark results ({'quick smoke run' if quick else 'full run'})", "",
-             f"Command: `python bench/run.py {' '.join(argv)}`".rstrip() + f" - took {seconds:.0f} s.", ""]
+             f"Command: `{' '.join(['python bench/run.py', *argv])}` - took {seconds:.0f} s.", ""]
     lines += [f"- {k}: {v}" for k, v in env.items()]
     lines += ["", "| benchmark | figure | median | target | met | runs |", "| --- | --- | --- | --- | --- | --- |"]
     for f in res.figures:
