@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -172,3 +173,53 @@ def test_uses_one_session(sandbox: Sandbox) -> None:
         c.get_balance()
         c.get_balance()
     assert len(calls) == 2
+
+
+def test_an_api_that_echoes_the_key_does_not_leak_it(sandbox: Sandbox) -> None:
+    body = json.dumps({"error": {"errorId": 1, "errorCode": "ERROR_KEY_DOES_NOT_EXIST", "errorDescription": f"bad key {KEY}"}})
+    sandbox.fault("getBalance", "body", body=body)
+    with client(sandbox) as c, pytest.raises(InvalidKeyError) as info:
+        c.get_balance()
+    assert KEY not in str(info.value) and "…" in str(info.value)
+    sandbox.clear_faults()
+    sandbox.fault("getBalance", "body", body=json.dumps({"balance": KEY}))
+    with client(sandbox, retries=0) as c, pytest.raises(ApiUnavailableError) as info2:
+        c.get_balance()
+    assert KEY not in str(info2.value)
+
+
+def test_redirects_are_not_followed() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", "http://localhost:9/elsewhere/getBalance")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/solver"
+        with BalanceClient(KEY, api_url=url, timeout=1) as c, pytest.raises(ApiUnavailableError) as info:
+            c.get_balance()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "redirects to http://localhost:9" in str(info.value)
+    assert seen == ["/api/solver/getBalance"]  # asked once, never followed
+
+
+def test_absurd_precision_is_malformed(sandbox: Sandbox) -> None:
+    sandbox.fault("getBalance", "body", body='{"balance": 1e-999999}')
+    with client(sandbox, retries=0) as c, pytest.raises(ApiUnavailableError) as info:
+        c.get_balance()
+    assert len(str(info.value)) < 300

@@ -92,9 +92,32 @@ def test_consecutive_failures_policy() -> None:
     assert g.check_failures == 5 and g.checks == 7
 
 
-def test_max_failures_zero_never_stops_on_failures() -> None:
+def test_max_failures_zero_never_stops_on_failures_while_running() -> None:
     g = guard(max_failures=0)
-    assert set(actions(g, [down() for _ in range(20)])) == {"failed"}
+    assert set(actions(g, [ok("5")] + [down() for _ in range(20)])) == {"ok", "failed"}
+
+
+def test_max_failures_zero_keeps_the_preflight_gate() -> None:
+    # max_failures governs checks while running; require_preflight governs the first one
+    assert actions(guard(max_failures=0), [down()]) == ["stop:vastcap_api_unavailable"]
+    assert actions(guard(max_failures=0, require_preflight=False), [down(), down()]) == ["failed", "failed"]
+
+
+def test_insufficient_balance_answer_uses_the_configured_minimum() -> None:
+    api = LowBalanceError("insufficient", balance=Decimal(0), minimum=Decimal("0.001"))
+    g = guard(min_balance="0.5")
+    actions(g, [Reading(None, api, seq=next(_seq))])
+    assert isinstance(g.tripped, LowBalanceError) and g.tripped.minimum == Decimal("0.5")
+
+
+def test_format_usd_stays_short() -> None:
+    from vastcap_guard.guard import format_usd
+
+    assert format_usd(Decimal("10.25")) == "$10.25"
+    assert format_usd(Decimal("0.0005")) == "$0.0005"
+    assert format_usd(Decimal("3")) == "$3.00"
+    assert len(format_usd(Decimal("1e-999999"))) < 20
+    assert len(format_usd(Decimal("0.123456789123456789"))) <= 12
 
 
 @pytest.mark.parametrize(

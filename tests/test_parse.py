@@ -49,7 +49,7 @@ def test_arbitrary_objects_in_balance_shape(value: object) -> None:
     assert isinstance(_outcome(200, body), (Decimal, GuardError, MalformedResponse))
 
 
-@given(st.decimals(min_value=-10**9, max_value=10**9, allow_nan=False, allow_infinity=False))
+@given(st.decimals(min_value=-10**9, max_value=10**9, allow_nan=False, allow_infinity=False, places=10))
 def test_numbers_are_exact(amount: Decimal) -> None:
     body = b'{"balance": ' + str(amount).encode() + b"}"
     assert parse_balance_response(200, body) == amount
@@ -70,3 +70,8 @@ def test_error_zero_with_balance_is_a_balance() -> None:
 
 def test_absurd_balance_is_malformed() -> None:
     assert isinstance(_outcome(200, b'{"balance": 1e999999999}'), MalformedResponse)
+
+
+def test_absurd_precision_is_malformed() -> None:
+    assert isinstance(_outcome(200, b'{"balance": 1e-999999}'), MalformedResponse)
+    assert parse_balance_response(200, b'{"balance": 0.0000000001}') == Decimal("1e-10")

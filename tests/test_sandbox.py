@@ -116,3 +116,13 @@ def test_pytest_fixture_is_registered(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:twisted")
     result.assert_outcomes(passed=1)
+
+
+def test_a_stopped_sandbox_answers_nothing_even_on_kept_alive_connections() -> None:
+    session = requests.Session()
+    sb = Sandbox().start()
+    url = sb.url
+    assert session.post(f"{url}/getBalance", json={"clientKey": sb.key}, timeout=5).status_code == 200
+    sb.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(f"{url}/getBalance", json={"clientKey": sb.key}, timeout=5)

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from ._secrets import mask_key
 from .errors import (
     AccountDisabledError,
     ApiError,
@@ -30,19 +31,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name}")
 
 
-def _short(text: object, limit: int = 80) -> str:
+def _short(text: object, limit: int = 80, secret: str | None = None) -> str:
     s = str(text).replace("\n", " ").replace("\r", " ")
+    if secret:
+        # an API (or a proxy in front of it) that echoes the key must not make us log it
+        s = s.replace(secret, mask_key(secret))
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def error_from_object(err: Any) -> GuardError:
-    """Map the API's ``error`` object to the matching :class:`GuardError`."""
+def error_from_object(err: Any, secret: str | None = None) -> GuardError:
+    """Map the API's ``error`` object to the matching :class:`GuardError` (``secret`` is masked)."""
     if not isinstance(err, dict):
         err = {}
     code = err.get("errorCode")
-    code = code if isinstance(code, str) and code else "ERROR_UNKNOWN"
+    code = _short(code, 60, secret) if isinstance(code, str) and code else "ERROR_UNKNOWN"
     description = err.get("errorDescription")
-    description = _short(description, 200) if isinstance(description, str) else ""
+    description = _short(description, 200, secret) if isinstance(description, str) else ""
     said = f" (VastCap said: {description})" if description else ""
     if code == "ERROR_KEY_DOES_NOT_EXIST":
         return InvalidKeyError(
@@ -67,12 +71,13 @@ def error_from_object(err: Any) -> GuardError:
     )
 
 
-def parse_balance_response(status: int, body: bytes) -> Decimal:
+def parse_balance_response(status: int, body: bytes, secret: str | None = None) -> Decimal:
     """Parse a getBalance answer.
 
     Returns the balance as an exact :class:`~decimal.Decimal`. Raises a :class:`GuardError`
     for an ``error`` object (a definitive answer, whatever the HTTP status) and
-    :class:`MalformedResponse` for anything else that is not ``{"balance": <number>}``.
+    :class:`MalformedResponse` for anything else that is not ``{"balance": <number>}``. Text taken
+    from the body never shows ``secret`` (the API key): it is masked.
     """
     if len(body) > MAX_BODY_BYTES:
         raise MalformedResponse(f"HTTP {status}, body larger than {MAX_BODY_BYTES} bytes")
@@ -90,11 +95,11 @@ def parse_balance_response(status: int, body: bytes) -> Decimal:
         raise MalformedResponse(f"HTTP {status}, JSON is a {type(data).__name__}, not an object")
     err = data.get("error")
     if isinstance(err, dict):
-        raise error_from_object(err)
+        raise error_from_object(err, secret)
     error_id = data.get("errorId")
     if isinstance(error_id, Decimal) and error_id != 0 and isinstance(data.get("errorCode"), str):
         # the flat form some solver APIs use: {"errorId": 1, "errorCode": ...}
-        raise error_from_object(data)
+        raise error_from_object(data, secret)
     if status >= 400:
         raise MalformedResponse(f"HTTP {status} without an error object")
     if "balance" not in data:
@@ -102,10 +107,10 @@ def parse_balance_response(status: int, body: bytes) -> Decimal:
     balance = data["balance"]
     # bool is not a number here; json gives Decimal for every number thanks to parse_*.
     if not isinstance(balance, Decimal):
-        raise MalformedResponse(f"HTTP {status}, balance is not a number: {_short(repr(balance), 40)}")
+        raise MalformedResponse(f"HTTP {status}, balance is not a number: {_short(repr(balance), 40, secret)}")
     if not balance.is_finite():
         raise MalformedResponse(f"HTTP {status}, balance is not finite")
-    if balance.adjusted() >= MAX_BALANCE_DIGITS:
+    if balance.adjusted() >= MAX_BALANCE_DIGITS or (not balance.is_zero() and balance.adjusted() < -MAX_BALANCE_DIGITS):
         raise MalformedResponse(f"HTTP {status}, balance is out of range")
     # -0 reads as 0; no arithmetic, so every digit the API sent is kept
     return Decimal(0) if balance.is_zero() else balance

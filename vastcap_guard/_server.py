@@ -10,7 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
-__all__ = ["LoopbackServer"]
+__all__ = ["ClosingAwareHandler", "LoopbackServer"]
 
 S = TypeVar("S", bound="LoopbackServer")
 
@@ -22,6 +22,20 @@ class _QuietServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             return  # a client (a browser being closed, a timed-out poll) hung up mid-request
         super().handle_error(request, client_address)
+
+
+class ClosingAwareHandler(BaseHTTPRequestHandler):
+    """A handler that answers nothing once its server is stopping, also on kept-alive connections
+    (``shutdown()`` only stops accepting new ones), so a stopped server looks stopped."""
+
+    owner: LoopbackServer
+
+    def parse_request(self) -> bool:
+        # called once a request line has arrived: a kept-alive connection may wait here for long
+        if self.owner._closing.is_set():
+            self.close_connection = True
+            return False
+        return super().parse_request()
 
 
 class LoopbackServer:
@@ -36,13 +50,15 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[ClosingAwareHandler]:
         raise NotImplementedError
 
     def start(self: S) -> S:
         if self._server is None:
             self._closing.clear()
-            self._server = _QuietServer((self._host, self._port), self._handler())
+            handler = self._handler()
+            handler.owner = self
+            self._server = _QuietServer((self._host, self._port), handler)
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=self._thread_name, daemon=True)
             self._thread.start()

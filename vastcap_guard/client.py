@@ -122,8 +122,10 @@ class BalanceClient:
         url = f"{self.api_url}/getBalance"
         with self._lock:
             try:
+                # never follow a redirect: it would re-send the key to wherever it points
                 resp = self._session.post(
-                    url, json={"clientKey": self._api_key}, timeout=timeout, stream=True
+                    url, json={"clientKey": self._api_key}, timeout=timeout, stream=True,
+                    allow_redirects=False,
                 )
                 try:
                     body = _read_limited(resp)
@@ -133,8 +135,15 @@ class BalanceClient:
                 raise _Transient(f"no answer within {timeout:.3g}s") from None
             except requests.RequestException as exc:
                 raise _Transient(_describe_request_error(exc)) from None
+        if 300 <= resp.status_code < 400:
+            where = urlsplit(resp.headers.get("Location", ""))
+            target = f" to {where.scheme}://{where.netloc}" if where.netloc else ""
+            raise ApiUnavailableError(
+                f"VastCap's API URL {self.api_url} redirects{target} (HTTP {resp.status_code}); the key "
+                "was not sent there. Set the API URL to the final address."
+            )
         try:
-            return parse_balance_response(resp.status_code, body)
+            return parse_balance_response(resp.status_code, body, self._api_key)
         except MalformedResponse as exc:
             if resp.status_code < 400 or resp.status_code in _RETRY_STATUSES:
                 raise _Transient(str(exc)) from None

@@ -38,14 +38,17 @@ def format_usd(amount: Decimal) -> str:
     if q == q.to_integral():
         return f"${q.quantize(Decimal('0.01'))}"
     exponent = q.as_tuple().exponent
-    digits = max(2, -exponent) if isinstance(exponent, int) else 2
+    digits = min(max(2, -exponent), 8) if isinstance(exponent, int) else 2
+    if q != 0 and abs(q) < Decimal("0.00000001"):
+        return f"${q:.2e}"  # no 1 MB line for an absurd answer such as 1e-999999
     return f"${q:.{digits}f}"
 
 
 def no_key_error() -> InvalidKeyError:
     return InvalidKeyError(
-        "No VastCap API key is configured: set VASTCAP_API_KEY (environment variable or Scrapy "
-        "setting) or pass api_key=. The job was not started."
+        "No VastCap API key is configured: set the VASTCAP_API_KEY environment variable (or the "
+        "Scrapy setting VASTCAP_API_KEY, the guard's api_key=, the CLI's --key-file). "
+        "The job was not started."
     )
 
 
@@ -269,14 +272,18 @@ class Guard:
         error = reading.error or ApiUnavailableError("getBalance gave no balance.")
         self.check_failures += 1
         self.consecutive_failures += 1
+        if isinstance(error, LowBalanceError) and error.minimum != self.config.min_balance:
+            # the API said "insufficient balance": report it against this guard's minimum
+            error = LowBalanceError(error.message, balance=error.balance, minimum=self.config.min_balance)
         if isinstance(error, _FINAL):
             # the API spoke about the account itself: that is an answer, not a failure to get one
+            return self._stop(reading, error)
+        if first and self.config.require_preflight:
+            # nothing was ever confirmed: max_failures governs checks while running, not this one
             return self._stop(reading, error)
         limit = self.config.max_failures
         if limit == 0:
             return Verdict(Action.FAILED, reading, error)
-        if first and self.config.require_preflight:
-            return self._stop(reading, error)
         if self.consecutive_failures >= limit:
             return self._stop(reading, error)
         return Verdict(Action.FAILED, reading, error)

@@ -22,11 +22,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from ._secrets import mask_key
-from ._server import LoopbackServer
+from ._server import ClosingAwareHandler, LoopbackServer
 
 __all__ = ["METHODS", "Call", "Fault", "FaultKind", "Sandbox"]
 
@@ -143,7 +142,7 @@ class Sandbox(LoopbackServer):
         self._tasks: dict[str, _Task] = {}
         super().__init__(host, port)
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[ClosingAwareHandler]:
         return type("_Handler", (_Handler,), {"sandbox": self})
 
     @property
@@ -280,7 +279,7 @@ def _solution(task_type: str) -> dict[str, str]:
     return {"token": f"P1_{token}"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ClosingAwareHandler):
     sandbox: Sandbox
     protocol_version = "HTTP/1.1"
     server_version = "VastCapSandbox/1"

@@ -15,10 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from ._server import LoopbackServer
+from ._server import ClosingAwareHandler, LoopbackServer
 
 __all__ = ["SITE_KEY", "LocalSite", "SiteRequest"]
 
@@ -45,7 +44,7 @@ class LocalSite(LoopbackServer):
         self._lock = threading.Lock()
         self._requests: list[SiteRequest] = []
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[ClosingAwareHandler]:
         return type("_SiteHandler", (_SiteHandler,), {"site": self})
 
     @property
@@ -92,7 +91,7 @@ def _html(title: str, body: str) -> str:
     return f"<!DOCTYPE html><html><head><title>{title}</title></head><body>{body}</body></html>"
 
 
-class _SiteHandler(BaseHTTPRequestHandler):
+class _SiteHandler(ClosingAwareHandler):
     site: LocalSite
     protocol_version = "HTTP/1.1"
 

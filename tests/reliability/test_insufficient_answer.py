@@ -21,11 +21,6 @@ from vastcap_guard.playwright import guard
 from vastcap_guard.sandbox import Sandbox
 
 ZERO = json.dumps({"error": {"errorId": 3, "errorCode": "ERROR_ZERO_BALANCE", "errorDescription": "No money"}})
-WRONG_MINIMUM = pytest.mark.xfail(
-    strict=True,
-    reason="_parse.error_from_object builds LowBalanceError(minimum=Decimal('0.001')) whatever the "
-    "configured minimum; the Guard passes that error on unchanged",
-)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
@@ -40,7 +35,6 @@ def test_insufficient_answer_stops_with_low_balance(caplog: pytest.LogCaptureFix
     assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
 
 
-@WRONG_MINIMUM
 @pytest.mark.usefixtures("nothing_left_behind")
 def test_insufficient_answer_reports_the_configured_minimum() -> None:
     with Sandbox({KEY: "10"}) as sb:
@@ -50,7 +44,6 @@ def test_insufficient_answer_reports_the_configured_minimum() -> None:
     assert info.value.minimum == Decimal("0.5")
 
 
-@WRONG_MINIMUM
 def test_cli_insufficient_answer_reports_the_configured_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VASTCAP_API_KEY", KEY)
     out, err = io.StringIO(), io.StringIO()

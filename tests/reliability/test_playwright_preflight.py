@@ -130,11 +130,6 @@ def test_preflight_fault_with_require_preflight_false_runs_the_body(
     assert KEY not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="format_usd (guard.py) prints every digit of the exponent: a 22-byte answer "
-    "{\"balance\": 1e-999999} becomes a 1 MB log line and exception message",
-)
 def test_tiny_exponent_balance_gives_one_clear_line(sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     sb.fault("getBalance", "body", body=TINY_EXPONENT_BODY)

@@ -148,14 +148,6 @@ def test_cli_never_shows_the_key(monkeypatch: pytest.MonkeyPatch, balance: str) 
 
 
 # -- an API that echoes the key back -------------------------------------------------------------------
-ECHO_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="errorDescription from the API is copied verbatim into the error message "
-    "(_parse.error_from_object): an API that echoes the clientKey leaks it into logs and exceptions",
-)
-
-
-@ECHO_XFAIL
 @pytest.mark.parametrize("batch", ["misc"])
 def test_echoed_key_is_not_shown_by_the_crawl(batches: Batches, batch: str) -> None:
     case = batches.case(batch, "secret-echoed-key")
@@ -164,7 +156,6 @@ def test_echoed_key_is_not_shown_by_the_crawl(batches: Batches, batch: str) -> N
     assert KEY not in json.dumps(case)
 
 
-@ECHO_XFAIL
 def test_echoed_key_is_not_shown_by_playwright(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     caught: Any = None
@@ -181,7 +172,6 @@ def test_echoed_key_is_not_shown_by_playwright(caplog: pytest.LogCaptureFixture)
         assert KEY not in text
 
 
-@ECHO_XFAIL
 def test_echoed_key_is_not_shown_by_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     with Sandbox({KEY: "10"}) as sb:
         sb.fault("getBalance", "body", body=json.dumps(ECHO_BODY))
@@ -218,11 +208,6 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     return server
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BalanceClient posts with requests' default allow_redirects=True (client.py _attempt): a 307/308 "
-    "from the API URL re-sends the JSON body, clientKey included, to any other host",
-)
 @pytest.mark.usefixtures("nothing_left_behind")
 def test_key_is_never_sent_to_a_redirect_target() -> None:
     bodies: list[bytes] = []
