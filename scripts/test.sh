@@ -61,7 +61,7 @@ if [ -d tests/scrapy ] && [ "${VASTCAP_SKIP_SCRAPY_MIN:-}" != "1" ]; then
     log "installing Scrapy $SCRAPY_MIN into $MINV"
     "$MINV/bin/python" -m pip install -q -e ".[scrapy,test]" "scrapy==$SCRAPY_MIN"
   fi
-  run_pytest "Scrapy $SCRAPY_MIN" "$MINV/bin/python" -m pytest -p no:twisted tests/scrapy
+  run_pytest "Scrapy $SCRAPY_MIN" "$MINV/bin/python" -m pytest -p no:twisted tests/scrapy tests/scrapy_playwright
   if [ -d tests/twisted ]; then
     run_pytest "Scrapy $SCRAPY_MIN in-process" "$MINV/bin/python" -m pytest --reactor=asyncio tests/twisted
   fi

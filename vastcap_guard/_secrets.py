@@ -29,3 +29,23 @@ def key_id(api_key: str, api_url: str = "") -> str:
     """A stable, non-reversible id for an account (and API), for registries and shared state."""
     digest = hashlib.sha256(f"{api_url}\0{api_key}".encode()).hexdigest()
     return digest[:16]
+
+
+def safe_url(url: object) -> str:
+    """A URL fit for logs and reprs: no user name, password or ``password=`` query value."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rpartition("@")[2]
+        query = parts.query
+        if query:
+            pairs = [(k, "***" if "pass" in k.lower() or "token" in k.lower() else v)
+                     for k, v in parse_qsl(query, keep_blank_values=True)]
+            query = urlencode(pairs, safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparsable URL>"

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from ._parse import MAX_BODY_BYTES, MalformedResponse, parse_balance_response
 from ._secrets import mask_key
@@ -105,7 +106,7 @@ class BalanceClient:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return self._attempt(min(self.timeout, max(remaining, 0.001)))
+                return self._attempt(min(self.timeout, max(remaining, 0.001)), deadline)
             except _Transient as exc:
                 problem = str(exc)
             attempt += 1
@@ -118,7 +119,7 @@ class BalanceClient:
             logger.debug("getBalance attempt %d failed (%s); retrying in %.2fs", attempt, problem, delay)
             time.sleep(delay)
 
-    def _attempt(self, timeout: float) -> Decimal:
+    def _attempt(self, timeout: float, deadline: float) -> Decimal:
         url = f"{self.api_url}/getBalance"
         with self._lock:
             try:
@@ -128,13 +129,15 @@ class BalanceClient:
                     allow_redirects=False,
                 )
                 try:
-                    body = _read_limited(resp)
+                    body = _read_limited(resp, deadline)
                 finally:
                     resp.close()
-            except requests.Timeout:
+            except (requests.Timeout, urllib3.exceptions.TimeoutError):
                 raise _Transient(f"no answer within {timeout:.3g}s") from None
             except requests.RequestException as exc:
                 raise _Transient(_describe_request_error(exc)) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:  # raised while reading the body
+                raise _Transient(f"the connection failed while reading the answer ({type(exc).__name__})") from None
         if 300 <= resp.status_code < 400:
             where = urlsplit(resp.headers.get("Location", ""))
             target = f" to {where.scheme}://{where.netloc}" if where.netloc else ""
@@ -165,14 +168,25 @@ def _positive(value: Any) -> bool:
         return False
 
 
-def _read_limited(resp: requests.Response) -> bytes:
+def _read_limited(resp: requests.Response, deadline: float) -> bytes:
+    """The body, at most a little over MAX_BODY_BYTES, read before ``deadline`` (a server that
+    trickles bytes cannot hold a check past the client's total time)."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in resp.iter_content(chunk_size=16384):
+    read1 = getattr(resp.raw, "read1", None)  # urllib3 2: returns what has arrived, up to amt
+    while True:
+        if read1 is not None:
+            chunk = read1(16384, decode_content=True)
+        else:  # pragma: no cover - urllib3 1.x
+            chunk = resp.raw.read(1, decode_content=True)
+        if not chunk:
+            break
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             break
+        if time.monotonic() > deadline:
+            raise requests.Timeout("the answer took longer than the total time allowed")
     return b"".join(chunks)
 
 

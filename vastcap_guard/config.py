@@ -10,13 +10,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._secrets import mask_key
+from ._secrets import mask_key, safe_url
 from .client import DEFAULT_API_URL, check_api_url
 from .errors import ConfigError
 
 __all__ = ["DEFAULT_MIN_BALANCE", "GuardConfig", "to_decimal"]
 
 DEFAULT_MIN_BALANCE = Decimal("0.001")
+#: no account holds more than this: a larger limit is a typo
+MAX_AMOUNT = Decimal(10) ** 9
 
 
 def to_decimal(value: object, setting: str, *, allow_none: bool = False) -> Decimal | None:
@@ -32,9 +34,9 @@ def to_decimal(value: object, setting: str, *, allow_none: bool = False) -> Deci
         amount = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
     except (InvalidOperation, ValueError):
         raise ConfigError(f"{setting} must be an amount in USD, got {value!r}.", setting=setting) from None
-    if not amount.is_finite() or amount < 0:
+    if not amount.is_finite() or amount < 0 or amount > MAX_AMOUNT:
         raise ConfigError(
-            f"{setting} must be a finite amount >= 0 in USD, got {value!r}.", setting=setting
+            f"{setting} must be an amount in USD between 0 and {MAX_AMOUNT:,}, got {value!r}.", setting=setting
         )
     return amount
 
@@ -87,10 +89,7 @@ def _to_state_url(value: object, setting: str) -> str | None:
 
 
 def _safe_state(value: object) -> object:
-    if isinstance(value, str) and "@" in value:
-        scheme, _, rest = value.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return value
+    return safe_url(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

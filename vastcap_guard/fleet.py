@@ -3,15 +3,17 @@
 Opt in with ``shared_state="redis://host:6379/0"`` (``VASTCAP_SHARED_STATE`` in Scrapy). Within each
 process the shared poller still runs one thread per account; across processes:
 
-- **one getBalance per interval for the fleet**: a short lease in Redis elects the poller; it
-  publishes every reading (balance, time, fleet-wide spend) on a channel and the others use it. A
-  member that hears nothing for 1.5 intervals tries to take the lease, so a poller that dies hands
-  over when its lease runs out (``2 x interval + 3 x timeout``);
-- **fleet-wide stops**: a member whose guard trips publishes the reason; every member stops with it
-  within about a second, whatever its interval. A stop only reaches members already running, so a
-  job started after a top-up is not stopped by yesterday's news;
+- **one getBalance per interval for the fleet**: a short lease in Redis elects the poller, which
+  polls at the shortest interval of the live members and publishes every reading on a channel; the
+  others use it. A member that hears nothing for 1.5 of its intervals tries to take the lease, so a
+  poller that dies hands over when its lease runs out (``2 x fleet interval + 3 x timeout``);
+- **fleet-wide stops**: a member whose guard stops on the account itself (low balance, spend cap,
+  invalid key, disabled account) publishes the reason; every running member stops with it within
+  about a second, whatever its interval. Failures to reach the API are never published: each
+  member applies its own failure policy to the fleet's readings. Pre-flight checks never stop on
+  someone else's cached reading, so a job started after a top-up runs;
 - **fleet-wide spend**: ``max_spend`` counts what the account spent since the first live member
-  started;
+  started (every decrease between two successive balances, in the order they were read);
 - **Redis down**: each member falls back to its own polling with one warning, and goes back to
   the fleet when Redis answers again. Redis trouble never stops a job.
 
@@ -27,31 +29,31 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
 
-from ._secrets import key_id
+from ._secrets import key_id, safe_url
 from .config import GuardConfig
-from .errors import GuardError, error_for_reason
+from .errors import (
+    AccountDisabledError,
+    BudgetExceededError,
+    GuardError,
+    InvalidKeyError,
+    LowBalanceError,
+    error_for_reason,
+)
 from .guard import Reading
 
-__all__ = ["NAMESPACE", "FleetCoordinator", "safe_redis_url"]
+if TYPE_CHECKING:
+    from .poller import _SharedPoller
+
+__all__ = ["FLEET_STOPS", "NAMESPACE", "FleetCoordinator"]
 
 logger = logging.getLogger("vastcap_guard.fleet")
 
 NAMESPACE = "vastcap-guard"
 
-
-def safe_redis_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None and not parts.username:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
+#: stops about the account itself, which the whole fleet shares
+FLEET_STOPS = (InvalidKeyError, AccountDisabledError, LowBalanceError, BudgetExceededError)
 
 # Renew the lease only if we still hold it.
 _RENEW = """
@@ -60,39 +62,43 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class FleetCoordinator:
-    """One process's membership in an account's fleet. Used by the shared poller; thread-safe.
+    """One process's membership in an account's fleet, used by its shared poller. Thread-safe.
 
-    ``deliver(reading)`` is called (in this coordinator's listener thread) for readings published
-    by the fleet's poller and for stops published by other members.
+    Its listener thread receives the fleet's readings and stops (handed to the poller) and
+    publishes this process's stops.
     """
 
-    def __init__(self, config: GuardConfig, deliver: Callable[[Reading], None], next_seq: Callable[[], int]) -> None:
+    def __init__(self, config: GuardConfig, poller: _SharedPoller, next_seq: Callable[[], int]) -> None:
         assert config.shared_state
         self.url = config.shared_state
         self.interval = config.interval
         self.timeout = config.timeout
         self.member = uuid.uuid4().hex
-        self.joined_at = time.time()
-        self._deliver = deliver
+        self._poller = poller
         self._next_seq = next_seq
         ns = f"{NAMESPACE}:{key_id(config.api_key or '', config.api_url)}"
         self.k_lease = f"{ns}:lease"
         self.k_reading = f"{ns}:reading"
+        self.k_last = f"{ns}:last_balance"
         self.k_spent = f"{ns}:spent_total"
         self.k_base = f"{ns}:spent_base"
         self.k_members = f"{ns}:members"
         self.channel = f"{ns}:events"
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._outbox: list[tuple[object, GuardError]] = []
+        self._outbox_lock = threading.Lock()
         self._degraded = False
+        self._joined = False
         self._redis: Any = None
         self._pubsub: Any = None
+        self._fleet_interval = self.interval
         self.leading = False
         self.published = 0
-        self._connect(first=True)
+        self._connect()
         self._thread = threading.Thread(target=self._listen, name="vastcap-guard-fleet", daemon=True)
         self._thread.start()
 
@@ -102,7 +108,8 @@ class FleetCoordinator:
         """Redis answers: the fleet coordinates. False: this member polls on its own."""
         return not self._degraded and self._redis is not None
 
-    def _connect(self, first: bool = False) -> bool:
+    def _connect(self) -> bool:
+        self._drop_connections()
         try:
             import redis
         except ImportError:
@@ -118,20 +125,32 @@ class FleetCoordinator:
             self._redis, self._pubsub = client, pubsub
             self._join()
         except Exception as exc:  # any Redis trouble: fall back, never crash the job
-            self._redis = self._pubsub = None
-            self._degrade(f"{type(exc).__name__}")
+            self._drop_connections()
+            self._degrade(type(exc).__name__)
+            return False
+        if self._stopping.is_set():
+            self._drop_connections()
             return False
         if self._degraded:
             logger.warning("vastcap-guard: shared state at %s is back; the fleet coordinates again.",
-                           safe_redis_url(self.url))
+                           safe_url(self.url))
         self._degraded = False
         return True
+
+    def _drop_connections(self) -> None:
+        pubsub, client, self._pubsub, self._redis = self._pubsub, self._redis, None, None
+        for obj in (pubsub, client):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:  # noqa: S110 - closing a dead connection
+                pass
 
     def _degrade(self, why: str) -> None:
         if not self._degraded:
             logger.warning(
                 "vastcap-guard: shared state at %s is unreachable (%s); this member polls VastCap on "
-                "its own until it is back. The job goes on.", safe_redis_url(self.url), why,
+                "its own until it is back. The job goes on.", safe_url(self.url), why,
             )
         self._degraded = True
         self.leading = False
@@ -144,44 +163,73 @@ class FleetCoordinator:
         try:
             return fn(client)
         except Exception as exc:
-            self._redis = None
+            self._drop_connections()
             self._degrade(type(exc).__name__)
             return None
 
-    # -- membership and spend -----------------------------------------------------------------
-    def _ttl_ms(self) -> int:
-        return int((2 * self.interval + 3 * self.timeout) * 1000)
+    # -- membership ---------------------------------------------------------------------------
+    def _heartbeat_period(self) -> float:
+        return min(max(self.interval / 2, 0.5), 10.0)
 
-    def _join(self) -> None:
-        assert self._redis is not None
-        r = self._redis
+    def _membership(self) -> str:
+        expires = time.time() + 3 * self._heartbeat_period() + 2 * self.timeout + 5
+        return json.dumps({"expires": expires, "interval": self.interval})
+
+    def _live_members(self, r: Any) -> dict[str, float]:
+        """member -> interval of the members whose membership has not expired (expired ones are removed)."""
         now = time.time()
-        stale = now - max(3 * self.interval + 3 * self.timeout, 30.0)
-        members = {k.decode(): float(v) for k, v in r.hgetall(self.k_members).items()}
-        alive = [m for m, seen in members.items() if seen >= stale and m != self.member]
-        dead = [m for m, seen in members.items() if seen < stale]
+        live: dict[str, float] = {}
+        dead: list[Any] = []
+        for member, raw in r.hgetall(self.k_members).items():
+            data = _decode(raw)
+            try:
+                expires = float(data["expires"]) if data else 0.0
+                interval = float(data["interval"]) if data else 0.0
+            except (KeyError, TypeError, ValueError):
+                expires, interval = 0.0, 0.0
+            if expires < now or interval <= 0:
+                dead.append(member)
+            else:
+                live[member.decode() if isinstance(member, bytes) else str(member)] = interval
         if dead:
             r.hdel(self.k_members, *dead)
-        if not alive:
-            # the fleet starts now: spend counts from here
+        return live
+
+    def _join(self) -> None:
+        r = self._redis
+        assert r is not None
+        live = self._live_members(r)
+        others = [m for m in live if m != self.member]
+        if not self._joined and not others:
+            # the fleet starts now: its spend counts from here (a reconnect never resets it)
             r.set(self.k_base, r.get(self.k_spent) or b"0")
-        r.hset(self.k_members, self.member, now)
+        r.hset(self.k_members, self.member, self._membership())
+        self._joined = True
+        self._fleet_interval = min([self.interval, *live.values()])
+        # tell the fleet's poller at once if it must now poll more often
+        r.publish(self.channel, json.dumps({"type": "hello", "member": self.member, "interval": self.interval}))
 
     def _heartbeat(self) -> None:
-        self._call(lambda r: r.hset(self.k_members, self.member, time.time()))
+        def beat(r: Any) -> None:
+            r.hset(self.k_members, self.member, self._membership())
+            self._set_fleet_interval(min([self.interval, *self._live_members(r).values()]))
 
-    def _fleet_spent(self, r: Any, balance: Decimal) -> Decimal:
-        """Add this reading's decrease to the fleet's total; return the spend since the fleet began."""
-        last = _decode_reading(r.get(self.k_reading))
-        total = _dec(r.get(self.k_spent))
-        if last is not None and last.get("balance") is not None:
-            prev = _dec(last["balance"])
-            if balance < prev:
-                total += prev - balance
-                r.set(self.k_spent, str(total))
-        return max(total - _dec(r.get(self.k_base)), Decimal(0))
+        self._call(beat)
+
+    def _set_fleet_interval(self, interval: float) -> None:
+        faster = interval < self._fleet_interval
+        self._fleet_interval = interval
+        if faster and self.leading:
+            self._poller.reschedule()
+
+    def fleet_interval(self) -> float:
+        """The shortest interval of the live members: the fleet's poller polls that often."""
+        return self._fleet_interval
 
     # -- leadership ---------------------------------------------------------------------------
+    def _ttl_ms(self) -> int:
+        return int((2 * self._fleet_interval + 3 * self.timeout) * 1000)
+
     def try_lead(self) -> bool:
         """Hold (or take) the poller lease. False when another live member holds it."""
         def attempt(r: Any) -> bool:
@@ -195,23 +243,23 @@ class FleetCoordinator:
         self.leading = bool(held)
         return self.leading
 
+    # -- readings ------------------------------------------------------------------------------
     def shared_reading(self, max_age: float) -> Reading | None:
-        """The fleet's latest reading if it is no older than ``max_age`` seconds."""
-        data = _decode_reading(self._call(lambda r: r.get(self.k_reading)))
+        """The fleet's latest balance reading if it is no older than ``max_age`` seconds."""
+        data = _decode(self._call(lambda r: r.get(self.k_reading)))
         if data is None:
             return None
-        age = time.time() - float(data.get("at", 0))
-        if age > max_age:
+        try:
+            if time.time() - float(data["at"]) > max_age:
+                return None
+            return self._reading_from(data)
+        except (KeyError, TypeError, ValueError, ArithmeticError):
             return None
-        return self._reading_from(data)
 
     def publish(self, reading: Reading) -> Reading:
         """Share a reading this member made; returns it with the fleet-wide spend attached."""
-        if reading.balance is None and reading.error is None:
-            return reading
-
         def do(r: Any) -> Reading:
-            spent = self._fleet_spent(r, reading.balance) if reading.balance is not None else None
+            spent = self._account_spend(r, reading) if reading.balance is not None else None
             data = {
                 "type": "reading", "member": self.member, "at": reading.at,
                 "balance": str(reading.balance) if reading.balance is not None else None,
@@ -220,7 +268,8 @@ class FleetCoordinator:
                 "spent": str(spent) if spent is not None else None,
             }
             payload = json.dumps(data)
-            r.set(self.k_reading, payload, px=max(self._ttl_ms(), 60_000))
+            if reading.balance is not None:
+                r.set(self.k_reading, payload, px=self._ttl_ms())
             r.publish(self.channel, payload)
             self.published += 1
             return _with(reading, fleet_spent=spent)
@@ -228,18 +277,65 @@ class FleetCoordinator:
         out = self._call(do)
         return out if out is not None else reading
 
-    def publish_stop(self, error: GuardError) -> None:
-        payload = json.dumps({"type": "stop", "member": self.member, "at": time.time(),
-                              "reason": error.reason, "message": error.message})
-        self._call(lambda r: r.publish(self.channel, payload))
+    def _account_spend(self, r: Any, reading: Reading) -> Decimal:
+        """Add the decrease since the previous balance (in reading order) to the fleet's total,
+        atomically; return the spend since the fleet began."""
+        import redis
+
+        assert reading.balance is not None
+        while True:
+            with r.pipeline() as pipe:
+                try:
+                    pipe.watch(self.k_last, self.k_spent)
+                    last = _decode(pipe.get(self.k_last))
+                    total = _dec(pipe.get(self.k_spent))
+                    base = _dec(pipe.get(self.k_base))
+                    last_at = float(last["at"]) if last and "at" in last else None
+                    if last_at is not None and reading.at <= last_at:
+                        pipe.unwatch()
+                        return max(total - base, Decimal(0))  # an older reading: already counted
+                    if last is not None and last.get("balance") is not None:
+                        prev = _dec(last["balance"])
+                        if reading.balance < prev:
+                            total += prev - reading.balance
+                    pipe.multi()
+                    pipe.set(self.k_last, json.dumps({"balance": str(reading.balance), "at": reading.at}))
+                    pipe.set(self.k_spent, str(total))
+                    pipe.execute()
+                    return max(total - base, Decimal(0))
+                except redis.WatchError:
+                    continue
+
+    # -- stops ---------------------------------------------------------------------------------
+    def announce_stop(self, origin: object, error: GuardError) -> None:
+        """Queue a stop about the account for the fleet (published from the listener thread)."""
+        if not isinstance(error, FLEET_STOPS):
+            return  # failures to reach the API are each member's own business
+        with self._outbox_lock:
+            self._outbox.append((origin, error))
+
+    def _flush_outbox(self) -> None:
+        with self._outbox_lock:
+            outbox, self._outbox = self._outbox, []
+        for origin, error in outbox:
+            payload = json.dumps({"type": "stop", "member": self.member, "at": time.time(),
+                                  "reason": error.reason, "message": error.message})
+
+            def send(r: Any, message: str = payload) -> None:
+                r.publish(self.channel, message)
+
+            self._call(send)
+            # this process's other jobs are members of the fleet too
+            self._poller.deliver_stop(origin, Reading(None, error, seq=self._next_seq(), remote_stop=True))
 
     # -- listener thread ----------------------------------------------------------------------
     def _listen(self) -> None:
         last_beat = 0.0
         while not self._stopping.is_set():
+            self._flush_outbox()
             pubsub = self._pubsub
             if pubsub is None or self._degraded:
-                # retry quietly every interval (at most every 5 s)
+                # retry quietly, at most every 5 s; stops still reach this process's jobs
                 if self._stopping.wait(min(max(self.interval, 0.5), 5.0)):
                     break
                 self._connect()
@@ -247,57 +343,61 @@ class FleetCoordinator:
             try:
                 msg = pubsub.get_message(timeout=0.2)
             except Exception as exc:
-                self._pubsub = None
-                self._redis = None
+                self._drop_connections()
                 self._degrade(type(exc).__name__)
                 continue
             now = time.time()
-            if now - last_beat > max(self.interval, 1.0):
+            if now - last_beat > self._heartbeat_period():
                 self._heartbeat()
                 last_beat = now
-            if not msg or msg.get("type") != "message":
-                continue
-            data = _decode_reading(msg.get("data"))
-            if data is None or data.get("member") == self.member:
-                continue
-            if data.get("type") == "stop":
-                if float(data.get("at", 0)) < self.joined_at:
-                    continue
-                err = error_for_reason(
-                    str(data.get("reason")),
-                    f"Another member of the fleet stopped: {data.get('message') or data.get('reason')}",
-                )
-                self._deliver(Reading(None, err, seq=self._next_seq(), remote_stop=True))
-            elif data.get("type") == "reading":
-                self._deliver(self._reading_from(data))
+            if msg and msg.get("type") == "message":
+                try:
+                    self._handle(msg.get("data"))
+                except Exception:  # a malformed message must not end the listener
+                    logger.debug("vastcap-guard: ignored a malformed fleet message", exc_info=True)
+        self._flush_outbox()
+
+    def _handle(self, raw: object) -> None:
+        data = _decode(raw)
+        if data is None or data.get("member") == self.member:
+            return
+        if data.get("type") == "hello":
+            interval = float(data["interval"])
+            if interval > 0:
+                self._set_fleet_interval(min(self._fleet_interval, interval))
+        elif data.get("type") == "stop":
+            err = error_for_reason(
+                str(data.get("reason")),
+                f"Another member of the fleet stopped: {data.get('message') or data.get('reason')}",
+            )
+            if isinstance(err, FLEET_STOPS):
+                self._poller._from_fleet(Reading(None, err, seq=self._next_seq(), remote_stop=True))
+        elif data.get("type") == "reading":
+            self._poller._from_fleet(self._reading_from(data))
 
     def _reading_from(self, data: dict[str, Any]) -> Reading:
-        at = float(data.get("at", time.time()))
+        at = float(data["at"])
         mono = time.monotonic() - max(time.time() - at, 0.0)
         spent = _dec(data["spent"]) if data.get("spent") is not None else None
         if data.get("balance") is not None:
-            return Reading(_dec(data["balance"]), None, at=at, monotonic=mono, seq=self._next_seq(),
-                           fleet_spent=spent)
+            balance = Decimal(str(data["balance"]))
+            if not balance.is_finite():
+                raise ValueError("balance is not finite")
+            return Reading(balance, None, at=at, monotonic=mono, seq=self._next_seq(), fleet_spent=spent)
         err = error_for_reason(str(data.get("reason")), str(data.get("message") or data.get("reason")))
         return Reading(None, err, at=at, monotonic=mono, seq=self._next_seq())
 
     def close(self) -> None:
         self._stopping.set()
         if threading.current_thread() is not self._thread:
-            self._thread.join(2.0)
+            self._thread.join(3.0)
 
         def leave(r: Any) -> None:
             r.hdel(self.k_members, self.member)
-            r.eval("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-                   1, self.k_lease, self.member)
+            r.eval(_RELEASE, 1, self.k_lease, self.member)
 
         self._call(leave)
-        for obj in (self._pubsub, self._redis):
-            try:
-                if obj is not None:
-                    obj.close()
-            except Exception:  # noqa: S110 - closing a dead connection
-                pass
+        self._drop_connections()
 
 
 def _dec(value: object) -> Decimal:
@@ -310,7 +410,7 @@ def _dec(value: object) -> Decimal:
     return d if d.is_finite() else Decimal(0)
 
 
-def _decode_reading(raw: object) -> dict[str, Any] | None:
+def _decode(raw: object) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:

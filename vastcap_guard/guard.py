@@ -35,6 +35,8 @@ __all__ = ["Action", "Guard", "Reading", "Verdict", "format_usd", "no_key_error"
 def format_usd(amount: Decimal) -> str:
     """``$10.25``, ``$0.0009``: enough digits to see why a check failed, no float noise."""
     q = amount.normalize()
+    if q.adjusted() > 12:
+        return f"${q:.3e}"
     if q == q.to_integral():
         return f"${q.quantize(Decimal('0.01'))}"
     exponent = q.as_tuple().exponent
@@ -202,7 +204,8 @@ class Guard:
                 self.spent += self.balance - balance
                 self._settle(self.balance - balance)
             if reading.fleet_spent is not None:
-                self.spent = reading.fleet_spent
+                # the fleet's spend since its first member started includes this job's
+                self.spent = max(self.spent, reading.fleet_spent)
             self.balance = balance
             self._expire_reservations()
             forecast = self.burn_rate.add(balance, reading.at)

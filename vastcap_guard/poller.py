@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from ._secrets import key_id, mask_key
 from .client import BalanceClient
 from .config import GuardConfig
-from .errors import ApiUnavailableError, ConfigError, GuardError
+from .errors import ApiUnavailableError, GuardError
 from .guard import Guard, Reading
 
 if TYPE_CHECKING:
@@ -61,11 +62,23 @@ def read_balance(client: BalanceSource) -> Reading:
             monotonic=started,
             seq=next(_seq),
         )
-    from decimal import Decimal
-
-    if not isinstance(balance, Decimal):
-        balance = Decimal(str(balance))
+    if not isinstance(balance, Decimal) or not balance.is_finite():
+        try:
+            balance = Decimal(str(balance))
+            if not balance.is_finite():
+                raise ValueError("not finite")
+        except (ArithmeticError, ValueError):
+            return Reading(None, ApiUnavailableError("The balance source answered something that is not a number."),
+                           monotonic=started, seq=next(_seq))
     return Reading(balance, None, monotonic=started, seq=next(_seq))
+
+
+Accept = Callable[[Reading], bool]
+_Waiter = tuple["concurrent.futures.Future[Reading]", "float | None", Accept]
+
+
+def _closed_reading() -> Reading:
+    return Reading(None, ApiUnavailableError("The guard was closed."), seq=next(_seq))
 
 
 class _SharedPoller:
@@ -76,8 +89,7 @@ class _SharedPoller:
         self._factory = factory
         self._cond = threading.Condition()
         self._subs: list[Subscription] = []
-        self._waiters: list[tuple[concurrent.futures.Future[Reading], float | None]] = []
-        self._outbox: list[tuple[Subscription | None, GuardError]] = []
+        self._waiters: list[_Waiter] = []
         self._latest: Reading | None = None
         self._next_due: float | None = None
         self._stopping = False
@@ -118,40 +130,58 @@ class _SharedPoller:
     def latest(self) -> Reading | None:
         return self._latest
 
-    def check(self, max_age: float | None) -> concurrent.futures.Future[Reading]:
+    def check(self, max_age: float | None, accept: Accept) -> concurrent.futures.Future[Reading]:
         fut: concurrent.futures.Future[Reading] = concurrent.futures.Future()
         with self._cond:
             latest = self._latest
-            if max_age is not None and latest is not None and latest.age <= max_age:
+            if max_age is not None and latest is not None and latest.age <= max_age and accept(latest):
                 fut.set_result(latest)
                 return fut
-            if self._stopping:
-                fut.set_result(Reading(None, ApiUnavailableError("The guard was closed."), seq=next(_seq)))
+            if self._stopping or not self._thread.is_alive():
+                fut.set_result(_closed_reading())
                 return fut
-            self._waiters.append((fut, max_age))
+            self._waiters.append((fut, max_age, accept))
             self._cond.notify_all()
         return fut
 
     def announce_stop(self, origin: Subscription | None, error: GuardError) -> None:
         """Fleet mode: tell the fleet (and this process's other jobs) that ``origin`` stopped."""
-        if not self._config.shared_state or isinstance(error, ConfigError):
-            return
+        fleet = self.fleet
+        if fleet is not None:
+            fleet.announce_stop(origin, error)  # queued: published from the fleet's own thread
+
+    def deliver_stop(self, origin: object, reading: Reading) -> None:
+        """A fleet stop, to every job in this process but the one that found it."""
         with self._cond:
-            self._outbox.append((origin, error))
+            subs = [s for s in self._subs if s is not origin]
+        for sub in subs:
+            sub._deliver(reading)
+
+    def reschedule(self) -> None:
+        """The poll interval got shorter (a faster member joined the fleet): poll on the new one."""
+        with self._cond:
+            last = self._latest.monotonic if self._latest else time.monotonic()
+            due = last + self._interval()
+            if self._next_due is None or due < self._next_due:
+                self._next_due = due
             self._cond.notify_all()
 
     # -- fleet listener thread -----------------------------------------------------------------
     def _from_fleet(self, reading: Reading) -> None:
         """A reading or a stop published by another member of the fleet."""
+        if reading.remote_stop:
+            self.deliver_stop(None, reading)
+            return
         with self._cond:
             subs = list(self._subs)
-            waiters: list[tuple[concurrent.futures.Future[Reading], float | None]] = []
-            if not reading.remote_stop:
-                self._latest = reading
-                # the fleet's poller is alive: ours only watches for its silence
-                self._next_due = time.monotonic() + 1.5 * self._interval()
-                waiters, self._waiters = self._waiters, []
-        for fut, _ in waiters:
+            if self._latest is not None and reading.at <= self._latest.at:
+                return  # older than what we have (readings can arrive out of order)
+            self._latest = reading
+            # the fleet's poller is alive: ours only watches for its silence
+            self._next_due = time.monotonic() + 1.5 * self._interval()
+            ready = [w for w in self._waiters if w[2](reading)]
+            self._waiters = [w for w in self._waiters if w not in ready]
+        for fut, _, _ in ready:
             if not fut.done():
                 fut.set_result(reading)
         for sub in subs:
@@ -159,7 +189,11 @@ class _SharedPoller:
 
     # -- poller thread -------------------------------------------------------------------------
     def _interval(self) -> float:
-        return min((s.interval for s in self._subs), default=self._config.interval)
+        own = min((s.interval for s in self._subs), default=self._config.interval)
+        fleet = self.fleet
+        if fleet is not None and fleet.active and fleet.leading:
+            return min(own, fleet.fleet_interval())  # the poller polls for the fleet's shortest interval
+        return own
 
     def _run(self) -> None:
         client: BalanceSource | None = None
@@ -168,15 +202,18 @@ class _SharedPoller:
             client = self._factory(self._config)
         except GuardError as exc:
             factory_error = exc
-        if self._config.shared_state and self._config.api_key:
-            from .fleet import FleetCoordinator
-
-            self.fleet = FleetCoordinator(self._config, self._from_fleet, lambda: next(_seq))
+        except Exception as exc:  # a custom source that fails to build: a failed check, not a dead thread
+            logger.debug("the balance client could not be created", exc_info=True)
+            factory_error = ApiUnavailableError(f"The balance client could not be created ({type(exc).__name__}).")
         try:
+            if self._config.shared_state and self._config.api_key:
+                from .fleet import FleetCoordinator
+
+                self.fleet = FleetCoordinator(self._config, self, lambda: next(_seq))
             while True:
                 with self._cond:
                     while not self._stopping:
-                        if self._waiters or self._outbox:
+                        if self._waiters:
                             break
                         now = time.monotonic()
                         if self._next_due is not None and now >= self._next_due:
@@ -185,34 +222,20 @@ class _SharedPoller:
                         self._cond.wait(timeout)
                     if self._stopping:
                         break
-                    outbox, self._outbox = self._outbox, []
-                    forced = [age for _, age in self._waiters]
-                    due = self._next_due is not None and time.monotonic() >= self._next_due
+                    forced = list(self._waiters)
                     started = time.monotonic()
-                for origin, error in outbox:
-                    self._publish_stop(origin, error)
-                if not forced and not due:
-                    continue
-                reading = self._poll(client, factory_error, forced)
-                with self._cond:
-                    if reading is None:  # another member polls for the fleet; watch for its silence
-                        self._next_due = time.monotonic() + 0.5 * self._interval()
-                        continue
-                    self._latest = reading
-                    self._next_due = max(started + self._interval(), time.monotonic())
-                    waiters, self._waiters = self._waiters, []
-                    subs = list(self._subs)
-                for fut, _ in waiters:
-                    if not fut.done():
-                        fut.set_result(reading)
-                for sub in subs:
-                    sub._deliver(reading)
+                try:
+                    self._once(client, factory_error, forced, started)
+                except Exception:  # never let one bad pass end polling for every job of the account
+                    logger.exception("vastcap-guard: a balance check failed unexpectedly")
+                    with self._cond:
+                        self._next_due = time.monotonic() + self._interval()
         finally:
             with self._cond:
                 waiters, self._waiters = self._waiters, []
-            for fut, _ in waiters:
+            for fut, _, _ in waiters:
                 if not fut.done():
-                    fut.set_result(Reading(None, ApiUnavailableError("The guard was closed."), seq=next(_seq)))
+                    fut.set_result(_closed_reading())
             if self.fleet is not None:
                 self.fleet.close()
             if client is not None:
@@ -221,16 +244,35 @@ class _SharedPoller:
                 except Exception:  # pragma: no cover - closing a session does not fail in practice
                     logger.debug("closing the balance client failed", exc_info=True)
 
+    def _once(self, client: BalanceSource | None, factory_error: GuardError | None,
+              forced: list[_Waiter], started: float) -> None:
+        reading = self._poll(client, factory_error, forced)
+        with self._cond:
+            if reading is None:  # another member polls for the fleet; watch for its silence
+                self._next_due = time.monotonic() + 0.5 * self._interval()
+                return
+            self._latest = reading
+            self._next_due = max(started + self._interval(), time.monotonic())
+            waiters, self._waiters = self._waiters, []
+            subs = list(self._subs)
+        for fut, _, _ in waiters:
+            if not fut.done():
+                fut.set_result(reading)
+        for sub in subs:
+            sub._deliver(reading)
+
     def _poll(self, client: BalanceSource | None, factory_error: GuardError | None,
-              forced: list[float | None]) -> Reading | None:
+              forced: list[_Waiter]) -> Reading | None:
         """One check for this process: a reading, or None when the fleet's poller will provide it."""
         fleet = self.fleet
         if fleet is not None and fleet.active:
             if forced:
-                ages = [a for a in forced if a is not None]
-                if len(ages) == len(forced) and ages:
-                    shared = fleet.shared_reading(min(ages))
-                    if shared is not None:
+                # a fresh-enough shared reading answers the checks only if none of them would stop on
+                # it: a stop is never decided on someone else's cached reading
+                ages = [w[1] for w in forced]
+                if all(a is not None for a in ages):
+                    shared = fleet.shared_reading(min(a for a in ages if a is not None))
+                    if shared is not None and all(w[2](shared) for w in forced):
                         return shared
             elif not fleet.try_lead():
                 return None
@@ -241,15 +283,6 @@ class _SharedPoller:
         if fleet is not None and fleet.active:
             reading = fleet.publish(reading)
         return reading
-
-    def _publish_stop(self, origin: Subscription | None, error: GuardError) -> None:
-        if self.fleet is not None:
-            self.fleet.publish_stop(error)
-        remote = Reading(None, error, seq=next(_seq), remote_stop=True)
-        with self._cond:
-            subs = [s for s in self._subs if s is not origin]
-        for sub in subs:
-            sub._deliver(remote)
 
 
 _registry: dict[tuple[str, ...], _SharedPoller] = {}
@@ -273,9 +306,9 @@ class Subscription:
         self._on_reading = on_reading
         self._closed = False
         factory = client_factory or _default_factory
+        # one poller per account and API (and fleet) in the process; the first job's timeout serves all
         rkey: tuple[str, ...] = (
-            key_id(config.api_key or "", config.api_url), config.api_url, str(config.timeout),
-            config.shared_state or "",
+            key_id(config.api_key or "", config.api_url), config.api_url, config.shared_state or "",
         )
         if client_factory is not None:
             rkey = (*rkey, f"factory#{id(client_factory)}")
@@ -310,9 +343,16 @@ class Subscription:
     def check(self, max_age: float | None = None) -> concurrent.futures.Future[Reading]:
         """A reading no older than ``max_age`` seconds (``None``: a new one), as a future.
 
-        Checks requested while a poll is under way share its result.
+        Checks requested while a poll is under way share its result. A cached reading (this
+        process's or the fleet's) is reused only when it would not stop this job by itself (a
+        balance at or above its minimum): a stop is always confirmed by a fresh reading.
         """
-        return self._poller.check(max_age)
+        minimum = self.config.min_balance
+
+        def acceptable(reading: Reading) -> bool:
+            return reading.ok and reading.balance is not None and reading.balance >= minimum
+
+        return self._poller.check(max_age, acceptable)
 
     def _deliver(self, reading: Reading) -> None:
         if self._closed or self._on_reading is None:

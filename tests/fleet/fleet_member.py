@@ -21,7 +21,8 @@ def main() -> int:
     cfg = GuardConfig.build(
         opts["key"], api_url=opts["api_url"], interval=opts.get("interval", 0.5), timeout=opts.get("timeout", 1),
         min_balance=opts.get("min_balance", "0.001"), max_spend=opts.get("max_spend"),
-        shared_state=opts.get("shared_state"), environ={},
+        shared_state=opts.get("shared_state"), max_failures=opts.get("max_failures", 3),
+        require_preflight=opts.get("require_preflight", True), environ={},
     )
     guard = Guard(cfg)
     done = threading.Event()

@@ -145,3 +145,61 @@ def test_bad_shared_state_url_names_the_setting() -> None:
         GuardConfig.build(KEY, environ={}, shared_state="http://x", names={"shared_state": "VASTCAP_SHARED_STATE"})
     cfg = GuardConfig.build(KEY, environ={}, shared_state="redis://user:hunter2@127.0.0.1:6379/0")
     assert "hunter2" not in repr(cfg)
+
+
+def test_a_job_started_after_a_top_up_runs(sb: Sandbox, redis_url: str) -> None:
+    sb.set_balance(KEY, "0.0005")
+    first = member(sb, redis_url, interval=0.3, duration=10).wait()
+    assert first.exit_reason == "vastcap_low_balance"
+    sb.set_balance(KEY, "50")
+    # the fleet's last reading ($0.0005) is still in Redis: it must not refuse the new job
+    later = member(sb, redis_url, interval=30, duration=1).wait()
+    assert later.exit_reason is None, later.lines
+    assert float(later.verdicts[0]["balance"]) == 50
+
+
+def test_another_members_api_failure_never_stops_a_running_member(sb: Sandbox, redis_url: str) -> None:
+    running = member(sb, redis_url, interval=0.3, max_failures=0, duration=6)
+    time.sleep(1.5)
+    sb.fault("getBalance", "status", status=500, times=6)  # a short outage
+    newcomer = member(sb, redis_url, interval=0.3, timeout=0.3, duration=3).wait()
+    running.wait()
+    assert running.exit_reason is None, running.lines  # max_failures=0: it rides out the outage
+    assert newcomer.exit_reason in (None, "vastcap_api_unavailable")  # its own pre-flight policy
+
+
+def test_spend_across_a_failed_check_is_not_lost(sb: Sandbox, redis_url: str) -> None:
+    m = member(sb, redis_url, interval=0.3, max_spend="1", duration=15)
+    time.sleep(1.5)
+    sb.fault("getBalance", "status", status=500, times=3)  # one failed check (three attempts)
+    time.sleep(0.1)
+    sb.set_balance(KEY, "8")
+    m.wait()
+    assert m.exit_reason == "vastcap_budget_exceeded", m.lines
+
+
+def test_the_fleet_polls_at_its_shortest_interval(sb: Sandbox, redis_url: str) -> None:
+    slow = member(sb, redis_url, interval=2, duration=12)
+    time.sleep(3)  # it holds the lease, polling every 2 s
+    fast = member(sb, redis_url, interval=0.3, duration=4).wait()
+    slow.proc.send_signal(signal.SIGTERM)
+    slow.wait()
+    # the fast member got readings at its own pace, not the slow leader's (2 s: about 2 readings)
+    assert len(fast.verdicts) >= 6, fast.lines
+
+
+def test_a_malformed_fleet_message_does_not_end_the_listener(sb: Sandbox, redis_url: str) -> None:
+    import redis
+
+    from vastcap_guard._secrets import key_id
+
+    relaxed = member(sb, redis_url, interval=60, duration=30)
+    time.sleep(2)
+    channel = f"vastcap-guard:{key_id(KEY, sb.url)}:events"
+    r = redis.Redis.from_url(redis_url)
+    for junk in (b"not json", b'{"type": "reading", "at": null}', b'{"type": "stop", "reason": 5}', b"[]"):
+        r.publish(channel, junk)
+    strict = member(sb, redis_url, interval=0.3, min_balance="20", duration=10).wait()
+    assert strict.exit_reason == "vastcap_low_balance"
+    relaxed.wait()
+    assert relaxed.exit_reason == "vastcap_low_balance", relaxed.lines
