@@ -223,3 +223,48 @@ def test_absurd_precision_is_malformed(sandbox: Sandbox) -> None:
     with client(sandbox, retries=0) as c, pytest.raises(ApiUnavailableError) as info:
         c.get_balance()
     assert len(str(info.value)) < 300
+
+
+def test_a_trickling_answer_cannot_hold_a_check_past_its_total_time() -> None:
+    """The server sends a valid balance only after ~20 s of one byte every 0.5 s: the client must
+    give up at its total time instead of returning that balance."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        try:
+            for _ in range(40):
+                if stop.wait(0.5):
+                    break
+                conn.sendall(b" ")
+            conn.sendall(b'{"balance": 1}')
+        except OSError:
+            pass
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/api/solver"
+    try:
+        with BalanceClient(KEY, api_url=url, timeout=1.0, retries=0) as c, pytest.raises(ApiUnavailableError):
+            c.get_balance()
+    finally:
+        stop.set()
+        srv.close()
+
+
+def test_redis_passwords_are_masked() -> None:
+    from vastcap_guard import GuardConfig
+    from vastcap_guard._secrets import safe_url
+
+    assert "s3cret" not in safe_url("redis://h:6379/0?password=s3cret")
+    assert "s3cret" not in safe_url("redis://user:s3cret@h:6379/0")
+    cfg = GuardConfig.build(KEY, environ={}, shared_state="redis://h:6379/0?password=s3cret")
+    assert "s3cret" not in repr(cfg)
