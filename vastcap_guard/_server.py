@@ -30,6 +30,17 @@ class ClosingAwareHandler(BaseHTTPRequestHandler):
 
     owner: LoopbackServer
 
+    def send_body(self, status: int, body: bytes, content_type: str) -> None:
+        """A complete answer with a Content-Length (the connection may be kept alive)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
+
     def parse_request(self) -> bool:
         # called once a request line has arrived: a kept-alive connection may wait here for long
         if self.owner._closing.is_set():

@@ -105,12 +105,4 @@ class _SiteHandler(ClosingAwareHandler):
         if site.delay:
             time.sleep(site.delay)
         status, html = site.render(self.path.split("?", 1)[0])
-        body = html.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self.send_body(status, html.encode(), "text/html; charset=utf-8")

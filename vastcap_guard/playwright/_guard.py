@@ -509,37 +509,32 @@ class PlaywrightGuard:
         """
         return self._scope().watch(browser_or_context)
 
+    def _run_guard(self) -> Guard:
+        """The core Guard of the current (or last) run; a fresh one before any run."""
+        try:
+            return self._scope(last=True).guard
+        except RuntimeError:
+            return Guard(self.config)
+
     @property
     def tripped(self) -> GuardError | None:
         """The error the current (or last) run stopped with, if any."""
-        try:
-            return self._scope(last=True).guard.tripped
-        except RuntimeError:
-            return None
+        return self._run_guard().tripped
 
     @property
     def balance(self) -> Decimal | None:
         """The last balance read in the current (or last) run."""
-        try:
-            return self._scope(last=True).guard.balance
-        except RuntimeError:
-            return None
+        return self._run_guard().balance
 
     @property
     def forecast(self) -> Forecast:
         """Spend per minute and minutes left in the current (or last) run (``state='unknown'`` until
         enough readings; see :class:`vastcap_guard.forecast.Forecast`)."""
-        try:
-            return self._scope(last=True).guard.forecast
-        except RuntimeError:
-            return Guard(self.config).forecast
+        return self._run_guard().forecast
 
     def snapshot(self) -> dict[str, object]:
         """Counters of the current (or last) run: balance, balance_start, spent, checks, check_failures, tripped."""
-        try:
-            return self._scope(last=True).guard.snapshot()
-        except RuntimeError:
-            return Guard(self.config).snapshot()
+        return self._run_guard().snapshot()
 
 
 def guard(
