@@ -341,7 +341,7 @@ class FleetCoordinator:
                 self._connect()
                 continue
             try:
-                msg = pubsub.get_message(timeout=0.2)
+                msg = pubsub.get_message(timeout=0.1)  # short: the outbox is flushed between messages
             except Exception as exc:
                 self._drop_connections()
                 self._degrade(type(exc).__name__)

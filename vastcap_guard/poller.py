@@ -224,8 +224,9 @@ class _SharedPoller:
                         break
                     forced = list(self._waiters)
                     started = time.monotonic()
+                    due = self._next_due if self._next_due is not None and started >= self._next_due else None
                 try:
-                    self._once(client, factory_error, forced, started)
+                    self._once(client, factory_error, forced, started, due)
                 except Exception:  # never let one bad pass end polling for every job of the account
                     logger.exception("vastcap-guard: a balance check failed unexpectedly")
                     with self._cond:
@@ -245,14 +246,17 @@ class _SharedPoller:
                     logger.debug("closing the balance client failed", exc_info=True)
 
     def _once(self, client: BalanceSource | None, factory_error: GuardError | None,
-              forced: list[_Waiter], started: float) -> None:
+              forced: list[_Waiter], started: float, due: float | None) -> None:
         reading = self._poll(client, factory_error, forced)
         with self._cond:
             if reading is None:  # another member polls for the fleet; watch for its silence
                 self._next_due = time.monotonic() + 0.5 * self._interval()
                 return
             self._latest = reading
-            self._next_due = max(started + self._interval(), time.monotonic())
+            # periodic polls keep to a fixed grid, so waking late (a busy machine) never adds up
+            # to fewer polls than intervals; a forced poll starts the grid afresh
+            base = due if due is not None and not forced else started
+            self._next_due = max(base + self._interval(), time.monotonic())
             waiters, self._waiters = self._waiters, []
             subs = list(self._subs)
         for fut, _, _ in waiters:
