@@ -199,6 +199,10 @@ class BalanceGuard:
         if error is None:
             return
         self._stop(error, at_start=True)
+        # the verdict is final: no more checks while Scrapy winds the refused crawl down
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
         if CLOSESPIDER_FROM_SPIDER_OPENED:
             raise CloseSpider(error.reason)
         # Scrapy < 2.18 ignores CloseSpider here: request_scheduled drops every request and the
