@@ -127,13 +127,16 @@ def test_preflight_stop_sends_zero_requests(tmp_path: Path, sb: Sandbox, site: L
 def test_preflight_low_balance_in_every_reactor_mode(tmp_path: Path, sb: Sandbox, site: LocalSite,
                                                      mode: str) -> None:
     sb.set_balance(KEY, 0)
-    crawl = run_crawl(tmp_path, [{"url": site.url}], guard_settings(sb), mode=mode)
+    # a short interval, so a refused crawl that went on checking would be seen doing it
+    crawl = run_crawl(tmp_path, [{"url": site.url}], guard_settings(sb, VASTCAP_CHECK_INTERVAL=0.02), mode=mode)
     assert crawl.reason == "vastcap_low_balance"
     assert site.request_count == 0
     assert crawl.crawler().get("scheduled", 0) == 0  # nothing reached the downloader either
     assert crawl.stats()["vastcap/balance"] == 0.0
     (error,) = crawl.lines("ERROR")
     assert "Top up" in error and MASKED in error
+    # the verdict is final: no more checks while Scrapy winds the refused crawl down
+    assert sb.call_count("getBalance") == 1
 
 
 def test_missing_key_closes_with_invalid_key(tmp_path: Path, sb: Sandbox, site: LocalSite) -> None:
