@@ -18,6 +18,7 @@ from .errors import (
     InvalidKeyError,
     LowBalanceError,
 )
+from .forecast import BurnRate, Forecast
 from .guard import Action, Guard, Reading, Verdict
 from .poller import Subscription, subscribe
 
@@ -33,7 +34,9 @@ __all__ = [
     "ApiUnavailableError",
     "BalanceClient",
     "BudgetExceededError",
+    "BurnRate",
     "ConfigError",
+    "Forecast",
     "Guard",
     "GuardConfig",
     "GuardError",

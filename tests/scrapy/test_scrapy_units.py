@@ -12,7 +12,7 @@ from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
 
-from vastcap_guard import ConfigError, InvalidKeyError, LowBalanceError, Reading
+from vastcap_guard import DEFAULT_API_URL, ConfigError, InvalidKeyError, LowBalanceError, Reading
 from vastcap_guard.scrapy import (
     SETTING_NAMES,
     BalanceGuard,
@@ -36,7 +36,7 @@ def make_crawler(**settings: Any) -> Crawler:
 def test_defaults_follow_the_contract() -> None:
     config = config_from_settings(Settings({"VASTCAP_API_KEY": KEY}), environ={})
     assert config.api_key == KEY
-    assert config.api_url == "https://captcha.vast.sh/api/solver"
+    assert config.api_url == DEFAULT_API_URL  # the public API (never contacted by the tests)
     assert config.interval == 60
     assert config.min_balance == Decimal("0.001")
     assert config.warn_balance is None and config.max_spend is None
