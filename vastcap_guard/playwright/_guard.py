@@ -298,12 +298,7 @@ class _Scope:
     # -- tracking and stopping -------------------------------------------------------------------
     def track_started(self, obj: Any) -> None:
         """A session the hooks saw start: track it; if the guard stopped meanwhile, close it and raise."""
-        target = self._track(obj)
-        if self._stopped:
-            error = self.guard.tripped
-            if error is not None:
-                self._close_target(target, error)
-            self._raise_if_stopped()
+        self.watch(obj)
 
     def watch(self, obj: T) -> T:
         target = self._track(obj)
