@@ -22,8 +22,6 @@ import os
 import platform
 import random
 import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from vastcap_guard import BalanceClient  # noqa: E402
-from vastcap_guard.sandbox import Sandbox  # noqa: E402
+from vastcap_guard.sandbox import LocalRedis, Sandbox  # noqa: E402
 from vastcap_guard.site import LocalSite  # noqa: E402
 
 KEY = "vc_bench_ACCOUNT_k3y_0000000000001"
@@ -119,35 +117,10 @@ def sites(n: int, pages: int = SITE_PAGES, delay: float = 0.05) -> Iterator[list
             s.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server(tmp: Path) -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("redis-server did not start") from None
-            time.sleep(0.05)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with LocalRedis(str(tmp)) as redis:
+        yield redis.url
 
 
 def child_env() -> dict[str, str]:

@@ -15,7 +15,7 @@ import pytest
 import requests
 from core_keys import BAD_KEY, DISABLED_KEY, KEY, LOW_KEY
 
-from vastcap_guard.sandbox import Sandbox
+from vastcap_guard.sandbox import Sandbox, free_port
 
 EXE = shutil.which("vastcap-guard")
 
@@ -117,7 +117,7 @@ def test_no_key_argument_exists() -> None:
 
 
 def test_sandbox_command_serves_and_stops() -> None:
-    port = _free_port()
+    port = free_port()
     cmd = [EXE] if EXE else [sys.executable, "-m", "vastcap_guard.cli"]
     proc = subprocess.Popen(
         [*cmd, "sandbox", "--port", str(port), "--account", f"{KEY}=10.25", "--disabled", DISABLED_KEY, "--price", "0.002"],
@@ -139,14 +139,6 @@ def test_sandbox_command_serves_and_stops() -> None:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0 and url in out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_watch_prints_plain_lines_when_not_a_tty(sandbox: Sandbox) -> None:

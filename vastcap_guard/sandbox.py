@@ -373,3 +373,78 @@ class _Handler(ClosingAwareHandler):
         except (ValueError, KeyError, TypeError) as exc:
             return self._json(400, {"detail": str(exc)})
         self._json(200, {"ok": True})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a server that must be down)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRedis:
+    """A throwaway ``redis-server`` on loopback, for testing fleet mode offline.
+
+    >>> with LocalRedis() as redis:                     # doctest: +SKIP
+    ...     guard(shared_state=redis.url)              # redis://127.0.0.1:PORT/0
+
+    Nothing is persisted. ``kill()`` stops it abruptly (to test the Redis-down fallback).
+    Raises ``RuntimeError`` when ``redis-server`` is not installed or does not start.
+    """
+
+    def __init__(self, directory: str | None = None, executable: str | None = None) -> None:
+        import shutil
+
+        self.executable = executable or shutil.which("redis-server")
+        self.directory = directory
+        self.port = 0
+        self._proc: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> LocalRedis:
+        import socket
+        import subprocess
+        import tempfile
+
+        if self.executable is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.port = free_port()
+        directory = self.directory or tempfile.gettempdir()
+        self._proc = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    self.kill()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -11,7 +11,7 @@ import pytest
 from fleet_support import REDIS, Member, free_port
 
 from vastcap_guard import ConfigError, GuardConfig
-from vastcap_guard.sandbox import Sandbox
+from vastcap_guard.sandbox import LocalRedis, Sandbox
 
 KEY = "vc_FLEETKEY_s3cr3t_a1b2c3d4e5"
 
@@ -98,17 +98,14 @@ def test_redis_down_each_member_polls_alone_with_one_warning(sb: Sandbox) -> Non
 def test_redis_lost_mid_run_never_stops_the_job(sb: Sandbox, tmp_path: object) -> None:
     if REDIS is None:
         pytest.skip("redis-server is not installed")
-    import subprocess
-
-    port = free_port()
-    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    m = member(sb, f"redis://127.0.0.1:{port}/0", interval=0.3, duration=4)
-    time.sleep(1.5)
-    proc.kill()
-    proc.wait()
-    m.wait()
+    redis = LocalRedis(str(tmp_path)).start()
+    try:
+        m = member(sb, redis.url, interval=0.3, duration=4)
+        time.sleep(1.5)
+        redis.kill()
+        m.wait()
+    finally:
+        redis.kill()
     assert m.exit_reason is None
     late = [v for v in m.verdicts if v["action"] == "ok"]
     assert len(late) >= 6

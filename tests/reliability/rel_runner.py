@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 import threading
 import time
@@ -38,7 +37,7 @@ from scrapy.utils.log import configure_logging
 
 from vastcap_guard import signals
 from vastcap_guard.poller import active_pollers
-from vastcap_guard.sandbox import Sandbox
+from vastcap_guard.sandbox import Sandbox, free_port
 from vastcap_guard.scrapy import get_guard
 from vastcap_guard.site import LocalSite
 
@@ -73,12 +72,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return str(value) if isinstance(value, Decimal) else repr(value)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FollowSpider(scrapy.Spider):
@@ -122,9 +115,7 @@ class Case:
         fault = dict(self.spec["fault"])
         kind = fault.pop("kind")
         if kind == "refused":
-            # stop() closes the listening socket, but a keep-alive connection would still be
-            # served: drop it too, so the next attempt must reconnect and is refused
-            self.sandbox.fault("getBalance", "drop")
+            # stop() also cuts kept-alive connections, so the next attempt is refused
             threading.Thread(target=self.sandbox.stop, daemon=True).start()
         else:
             self.sandbox.fault("getBalance", kind, **fault)

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any
 
 import scrapy
 
-from vastcap_guard.sandbox import Sandbox
+from vastcap_guard.sandbox import Sandbox, free_port  # noqa: F401 - the tests import it from here
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "rel_runner.py"
@@ -71,21 +70,12 @@ def expected_reason(fault: str) -> str:
     return FAULTS[fault][1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def inject(sandbox: Sandbox, fault: str) -> None:
     """Inject ``fault`` into a running in-process sandbox's getBalance (``refused``: stop it)."""
     spec = dict(FAULTS[fault][0])
     kind = spec.pop("kind")
     if kind == "refused":
-        # Sandbox.stop() closes the listening socket but a keep-alive connection would go on being
-        # served: drop it too, so the client's next attempt has to reconnect and is refused.
-        sandbox.fault("getBalance", "drop")
-        sandbox.stop()
+        sandbox.stop()  # kept-alive connections are cut too: the next attempt is refused
     else:
         sandbox.fault("getBalance", kind, **spec)
 
