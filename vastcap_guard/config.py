@@ -7,7 +7,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
 from urllib.parse import urlsplit
 
 from ._secrets import mask_key, safe_url
@@ -192,16 +191,3 @@ class GuardConfig:
             ),
             shared_state=_to_state_url(shared_state, name("shared_state")),
         )
-
-    def with_values(self, **changes: Any) -> GuardConfig:
-        """A validated copy with some fields changed."""
-        values: dict[str, Any] = {
-            f: getattr(self, f)
-            for f in (
-                "api_url", "interval", "min_balance", "warn_balance", "max_spend",
-                "max_failures", "timeout", "require_preflight", "warn_minutes", "shared_state",
-            )
-        }
-        values.update(changes)
-        key = values.pop("api_key", self.api_key)
-        return GuardConfig.build(key, environ={}, **values)

@@ -79,11 +79,6 @@ class Reading:
     def age(self) -> float:
         return time.monotonic() - self.monotonic
 
-    @property
-    def definitive(self) -> bool:
-        """The API answered with an error object about the account (not a transport failure)."""
-        return self.error is not None and not isinstance(self.error, ApiUnavailableError)
-
 
 class Action(enum.Enum):
     OK = "ok"
@@ -155,11 +150,6 @@ class Guard:
         return self.burn_rate.forecast
 
     # -- state ---------------------------------------------------------------------------------
-    @property
-    def started(self) -> bool:
-        """A pre-flight verdict exists (the job was allowed to start, or stopped)."""
-        return self.checks > 0 or self.tripped is not None
-
     def trip(self, error: GuardError, *, announce: bool = True) -> GuardError:
         """Record a stop (also one decided elsewhere: a cost check, a fleet member). The first wins."""
         with self._lock:

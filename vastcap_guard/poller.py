@@ -330,12 +330,6 @@ class Subscription:
         if not self._closed:
             self._poller.announce_stop(self, error)
 
-    @property
-    def fleet_active(self) -> bool:
-        """Fleet mode is on and Redis answers."""
-        fleet = self._poller.fleet
-        return fleet is not None and fleet.active
-
     def __repr__(self) -> str:
         return f"Subscription(key={self._poller.masked_key!r}, interval={self.interval!r}, closed={self._closed})"
 
