@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._secrets import mask_key
+from .config import DEFAULT_MIN_BALANCE
 from .errors import (
     AccountDisabledError,
     ApiError,
@@ -62,7 +63,7 @@ def error_from_object(err: Any, secret: str | None = None) -> GuardError:
             f"VastCap reports the balance is insufficient ({code}){said}. "
             "Top up the account from the VastCap dashboard.",
             balance=Decimal(0),
-            minimum=Decimal("0.001"),
+            minimum=DEFAULT_MIN_BALANCE,
         )
     return ApiError(
         f"VastCap answered getBalance with error {_short(code, 60)}{said}.",

@@ -14,29 +14,17 @@ import requests
 import urllib3
 
 from ._parse import MAX_BODY_BYTES, MalformedResponse, parse_balance_response
-from ._secrets import mask_key
+from ._secrets import mask_key, safe_url
+from .config import DEFAULT_API_URL, MAX_TIMEOUT, check_api_url, clean_key
 from .errors import ApiUnavailableError, ConfigError, InvalidKeyError
 
-__all__ = ["DEFAULT_API_URL", "BalanceClient", "check_api_url"]
+__all__ = ["DEFAULT_API_URL", "BalanceClient"]
 
 logger = logging.getLogger("vastcap_guard.client")
 
-DEFAULT_API_URL = "https://captcha.vast.sh/api/solver"
 _USER_AGENT = "vastcap-guard"
 _RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 
-
-def check_api_url(api_url: object, setting: str = "api_url") -> str:
-    """Validate an API base URL; return it without a trailing slash."""
-    if not isinstance(api_url, str) or not api_url.strip():
-        raise ConfigError(f"{setting} must be an http(s) URL, got {api_url!r}.", setting=setting)
-    url = api_url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise ConfigError(
-            f"{setting} must be an http:// or https:// URL, got {url!r}.", setting=setting
-        )
-    return url
 
 
 class BalanceClient:
@@ -68,9 +56,9 @@ class BalanceClient:
             raise InvalidKeyError(
                 "No VastCap API key is configured. Set VASTCAP_API_KEY (or pass api_key)."
             )
-        self._api_key = api_key.strip()
+        self._api_key = clean_key(api_key)
         self.api_url = check_api_url(api_url)
-        if not _positive(timeout):
+        if not _positive(timeout) or float(timeout) > MAX_TIMEOUT:
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}.", setting="timeout")
         if not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}.", setting="retries")
@@ -88,7 +76,7 @@ class BalanceClient:
         return mask_key(self._api_key)
 
     def __repr__(self) -> str:
-        return f"BalanceClient(api_key={self.masked_key!r}, api_url={self.api_url!r})"
+        return f"BalanceClient(api_key={self.masked_key!r}, api_url={safe_url(self.api_url)!r})"
 
     def __enter__(self) -> BalanceClient:
         return self
@@ -114,7 +102,7 @@ class BalanceClient:
             if attempt > self.retries or time.monotonic() + delay >= deadline:
                 raise ApiUnavailableError(
                     f"VastCap's getBalance could not be read after {attempt} attempt(s) "
-                    f"({problem}). Check the network and the API URL {self.api_url}."
+                    f"({problem}). Check the network and the API URL {safe_url(self.api_url)}."
                 ) from None
             logger.debug("getBalance attempt %d failed (%s); retrying in %.2fs", attempt, problem, delay)
             time.sleep(delay)
@@ -142,7 +130,7 @@ class BalanceClient:
             where = urlsplit(resp.headers.get("Location", ""))
             target = f" to {where.scheme}://{where.netloc}" if where.netloc else ""
             raise ApiUnavailableError(
-                f"VastCap's API URL {self.api_url} redirects{target} (HTTP {resp.status_code}); the key "
+                f"VastCap's API URL {safe_url(self.api_url)} redirects{target} (HTTP {resp.status_code}); the key "
                 "was not sent there. Set the API URL to the final address."
             )
         try:
@@ -152,7 +140,7 @@ class BalanceClient:
                 raise _Transient(str(exc)) from None
             # any other 4xx without an error object: the URL or the request is wrong
             raise ApiUnavailableError(
-                f"VastCap's getBalance answered HTTP {resp.status_code} at {url} ({exc}). "
+                f"VastCap's getBalance answered HTTP {resp.status_code} at {safe_url(url)} ({exc}). "
                 "Check the API URL."
             ) from None
 

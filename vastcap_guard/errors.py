@@ -4,6 +4,21 @@ Every error is a :class:`GuardError` with a stable, machine-readable :attr:`Guar
 (used as the Scrapy close reason and the CLI outcome) and a message for humans that says what
 happened and what to do. No message ever contains the API key; where the key must be named, its
 masked form (``vc_…9f3a``) is used.
+
+The classes form two categories, and code that must tell them apart catches the category::
+
+    GuardError                      the job must not run (or go on running)
+    ├── AccountError                an answer about the account: it cannot pay. Stops at once,
+    │   │                           whatever the failure policy; a fleet shares it.
+    │   ├── InvalidKeyError         ERROR_KEY_DOES_NOT_EXIST, or no key configured
+    │   ├── AccountDisabledError    ERROR_ACCOUNT_DISABLED
+    │   ├── LowBalanceError         the balance is below the minimum
+    │   └── BudgetExceededError     the job's spend reached its cap
+    ├── CheckError                  the balance could not be checked. The failure policy
+    │   │                           (max_failures, require_preflight) decides; each job its own.
+    │   ├── ApiUnavailableError     unreachable, timed out, 5xx, not the documented JSON
+    │   └── ApiError                an error code this library has no class for
+    └── ConfigError                 a setting has a value the guard cannot use (also a ValueError)
 """
 
 from __future__ import annotations
@@ -13,13 +28,16 @@ from decimal import Decimal
 __all__ = [
     "REASONS",
     "AccountDisabledError",
+    "AccountError",
     "ApiError",
     "ApiUnavailableError",
     "BudgetExceededError",
+    "CheckError",
     "ConfigError",
     "GuardError",
     "InvalidKeyError",
     "LowBalanceError",
+    "error_for_reason",
 ]
 
 
@@ -38,21 +56,29 @@ class GuardError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
-class InvalidKeyError(GuardError):
+class AccountError(GuardError):
+    """Category: an answer about the account itself, which cannot pay. Stops at once."""
+
+
+class CheckError(GuardError):
+    """Category: the balance could not be checked. Subject to the failure policy."""
+
+
+class InvalidKeyError(AccountError):
     """The API key does not exist (``ERROR_KEY_DOES_NOT_EXIST``) or none was configured."""
 
     reason = "vastcap_invalid_key"
     exit_code = 11
 
 
-class AccountDisabledError(GuardError):
+class AccountDisabledError(AccountError):
     """The account is disabled (``ERROR_ACCOUNT_DISABLED``)."""
 
     reason = "vastcap_account_disabled"
     exit_code = 12
 
 
-class LowBalanceError(GuardError):
+class LowBalanceError(AccountError):
     """The balance is below the minimum needed to pay for solving."""
 
     reason = "vastcap_low_balance"
@@ -64,7 +90,7 @@ class LowBalanceError(GuardError):
         self.minimum = minimum
 
 
-class BudgetExceededError(GuardError):
+class BudgetExceededError(AccountError):
     """The money spent since the guard started reached the configured cap."""
 
     reason = "vastcap_budget_exceeded"
@@ -76,14 +102,14 @@ class BudgetExceededError(GuardError):
         self.max_spend = max_spend
 
 
-class ApiUnavailableError(GuardError):
+class ApiUnavailableError(CheckError):
     """The API could not be reached, or answered something that is not the documented JSON."""
 
     reason = "vastcap_api_unavailable"
     exit_code = 14
 
 
-class ApiError(GuardError):
+class ApiError(CheckError):
     """The API answered with an error object this library has no specific class for."""
 
     reason = "vastcap_api_error"
@@ -123,8 +149,6 @@ REASONS: dict[str, type[GuardError]] = {
 
 def error_for_reason(reason: str, message: str) -> GuardError:
     """Rebuild an error from its reason and message (e.g. a stop another process published)."""
-    from decimal import Decimal
-
     cls = REASONS.get(reason, ApiError)
     if cls is LowBalanceError:
         return LowBalanceError(message, balance=Decimal(0), minimum=Decimal(0))
