@@ -176,6 +176,23 @@ def test_a_reading_settles_only_the_spend_it_shows() -> None:
     assert g.reserve(Decimal("0.1")) == Decimal("0.6")
 
 
+def test_reservations_outlive_a_slow_debit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a solve is charged when it is ready, seconds after the paid request: the reservation must
+    # still count then, or the spend cap is passed (it used to expire after two intervals)
+    import vastcap_guard.guard as guard_module
+
+    g = guard(min_balance="0", interval=1, max_spend="0.005")
+    g.observe(ok("1"))
+    g.reserve(Decimal("0.002"))
+    g.reserve(Decimal("0.002"))
+    now = guard_module.time.monotonic()
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now + 3)
+    g.observe(ok("1"))  # nothing charged yet
+    assert g.pending_spend == Decimal("0.004")
+    with pytest.raises(BudgetExceededError):
+        g.reserve(Decimal("0.002"))
+
+
 def test_reservations_expire_when_no_reading_shows_them(monkeypatch: pytest.MonkeyPatch) -> None:
     import vastcap_guard.guard as guard_module
 
@@ -183,9 +200,20 @@ def test_reservations_expire_when_no_reading_shows_them(monkeypatch: pytest.Monk
     g.observe(ok("1"))
     g.reserve(Decimal("0.5"))
     now = guard_module.time.monotonic()
-    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now + 10)
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now + guard_module.RESERVATION_HOLD + 1)
     g.observe(ok("1"))
     assert g.pending_spend == 0
+
+
+def test_a_released_reservation_is_forgotten() -> None:
+    g = guard(min_balance="0")
+    g.observe(ok("1"))
+    g.reserve(Decimal("0.3"))
+    g.reserve(Decimal("0.2"))
+    g.release(Decimal("0.3"))
+    assert g.pending_spend == Decimal("0.2")
+    g.release(Decimal("0.7"))  # never reserved: nothing changes
+    assert g.pending_spend == Decimal("0.2")
 
 
 def test_reserve_respects_cap_and_trip() -> None:
@@ -252,7 +280,7 @@ def test_forecast_is_unknown_then_spending_and_warns_once() -> None:
     g = guard(warn_minutes=10, min_balance="0")
     verdicts = []
     for i, bal in enumerate(["10", "9", "8", "7", "6"]):
-        v = g.observe(Reading(Decimal(bal), at=1000.0 + 60 * i, seq=next(_seq)))
+        v = g.observe(Reading(Decimal(bal), monotonic=1000.0 + 60 * i, seq=next(_seq)))
         assert v is not None
         verdicts.append(v)
     assert verdicts[0].forecast is not None and verdicts[0].forecast.state == "unknown"
@@ -266,7 +294,7 @@ def test_forecast_warning_rearms_after_top_up() -> None:
     seq = ["10", "9", "8", "100", "100", "100", "8", "7", "6"]
     lows = []
     for i, bal in enumerate(seq):
-        v = g.observe(Reading(Decimal(bal), at=60.0 * i, seq=next(_seq)))
+        v = g.observe(Reading(Decimal(bal), monotonic=60.0 * i, seq=next(_seq)))
         assert v is not None
         lows.append(v.forecast_low)
     assert lows.count(True) == 2

@@ -8,7 +8,13 @@ cautious:
   *unknown* (no rate, no time left) - never a guess shown as fact;
 - a balance that goes up (a top-up) restarts the estimate from that reading;
 - a flat or rising balance over the window means *no spend*: a rate of zero and no time limit,
-  not a division by zero.
+  not a division by zero;
+- after spending stops, the estimate decays to *no spend* once the balance has stayed flat for
+  three times the usual gap between its decreases (and at least ``min_span``), and at the latest
+  when the last decrease leaves the window (``window`` readings, 30 by default).
+
+Times are seconds on a monotonic clock (``Reading.monotonic``), so a jump of the wall clock
+cannot corrupt the estimate.
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ class BurnRate:
     def forecast(self) -> Forecast:
         return self._forecast
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def reset(self) -> None:
         with self._lock:
             self._points.clear()
@@ -98,6 +107,17 @@ class BurnRate:
             self._forecast = self._estimate(balance)
             return self._forecast
 
+    def _stopped_spending(self) -> bool:
+        """The balance has been flat for much longer than it usually goes between decreases."""
+        pts = list(self._points)
+        drops = [pts[i][1] for i in range(1, len(pts)) if pts[i][0] < pts[i - 1][0]]
+        if not drops:
+            return True
+        last_t = pts[-1][1]
+        flat_for = last_t - drops[-1]
+        usual_gap = (drops[-1] - drops[0]) / (len(drops) - 1) if len(drops) > 1 else drops[0] - pts[0][1]
+        return flat_for >= self.min_span and flat_for > 3 * usual_gap
+
     def _estimate(self, balance: Decimal) -> Forecast:
         pts = self._points
         n = len(pts)
@@ -110,7 +130,7 @@ class BurnRate:
         if sxx == 0:
             return Forecast("unknown", readings=n)
         slope = sxy / sxx  # USD per second; negative while spending
-        if slope >= 0:
+        if slope >= 0 or self._stopped_spending():
             return Forecast("no_spend", spend_per_minute=_ZERO, readings=n)
         per_minute = -slope * _SIXTY
         headroom = balance - self.minimum
