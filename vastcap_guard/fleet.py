@@ -29,31 +29,31 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._secrets import key_id, safe_url
 from .config import GuardConfig
-from .errors import (
-    AccountDisabledError,
-    BudgetExceededError,
-    GuardError,
-    InvalidKeyError,
-    LowBalanceError,
-    error_for_reason,
-)
+from .errors import AccountError, GuardError, error_for_reason
 from .guard import Reading
 
-if TYPE_CHECKING:
-    from .poller import _SharedPoller
-
-__all__ = ["FLEET_STOPS", "NAMESPACE", "FleetCoordinator"]
+__all__ = ["NAMESPACE", "FleetCoordinator", "FleetHost"]
 
 logger = logging.getLogger("vastcap_guard.fleet")
 
 NAMESPACE = "vastcap-guard"
 
-#: stops about the account itself, which the whole fleet shares
-FLEET_STOPS = (InvalidKeyError, AccountDisabledError, LowBalanceError, BudgetExceededError)
+
+class FleetHost(Protocol):
+    """What the fleet needs from the process's poller of the account (called from the fleet's thread)."""
+
+    def receive(self, reading: Reading) -> None:
+        """A reading, or a stop (``remote_stop``), that another member of the fleet published."""
+
+    def deliver_stop(self, origin: object, reading: Reading) -> None:
+        """A stop this process found, for every job of the process but ``origin``."""
+
+    def reschedule(self) -> None:
+        """The fleet's interval got shorter: the leader polls on the new one."""
 
 # Renew the lease only if we still hold it.
 _RENEW = """
@@ -72,13 +72,13 @@ class FleetCoordinator:
     publishes this process's stops.
     """
 
-    def __init__(self, config: GuardConfig, poller: _SharedPoller, next_seq: Callable[[], int]) -> None:
+    def __init__(self, config: GuardConfig, host: FleetHost, next_seq: Callable[[], int]) -> None:
         assert config.shared_state
         self.url = config.shared_state
         self.interval = config.interval
         self.timeout = config.timeout
         self.member = uuid.uuid4().hex
-        self._poller = poller
+        self._host = host
         self._next_seq = next_seq
         ns = f"{NAMESPACE}:{key_id(config.api_key or '', config.api_url)}"
         self.k_lease = f"{ns}:lease"
@@ -220,7 +220,7 @@ class FleetCoordinator:
         faster = interval < self._fleet_interval
         self._fleet_interval = interval
         if faster and self.leading:
-            self._poller.reschedule()
+            self._host.reschedule()
 
     def fleet_interval(self) -> float:
         """The shortest interval of the live members: the fleet's poller polls that often."""
@@ -309,7 +309,7 @@ class FleetCoordinator:
     # -- stops ---------------------------------------------------------------------------------
     def announce_stop(self, origin: object, error: GuardError) -> None:
         """Queue a stop about the account for the fleet (published from the listener thread)."""
-        if not isinstance(error, FLEET_STOPS):
+        if not isinstance(error, AccountError):
             return  # failures to reach the API are each member's own business
         with self._outbox_lock:
             self._outbox.append((origin, error))
@@ -326,7 +326,7 @@ class FleetCoordinator:
 
             self._call(send)
             # this process's other jobs are members of the fleet too
-            self._poller.deliver_stop(origin, Reading(None, error, seq=self._next_seq(), remote_stop=True))
+            self._host.deliver_stop(origin, Reading(None, error, seq=self._next_seq(), remote_stop=True))
 
     # -- listener thread ----------------------------------------------------------------------
     def _listen(self) -> None:
@@ -370,10 +370,10 @@ class FleetCoordinator:
                 str(data.get("reason")),
                 f"Another member of the fleet stopped: {data.get('message') or data.get('reason')}",
             )
-            if isinstance(err, FLEET_STOPS):
-                self._poller._from_fleet(Reading(None, err, seq=self._next_seq(), remote_stop=True))
+            if isinstance(err, AccountError):
+                self._host.receive(Reading(None, err, seq=self._next_seq(), remote_stop=True))
         elif data.get("type") == "reading":
-            self._poller._from_fleet(self._reading_from(data))
+            self._host.receive(self._reading_from(data))
 
     def _reading_from(self, data: dict[str, Any]) -> Reading:
         at = float(data["at"])

@@ -1,9 +1,15 @@
 """One getBalance poll per account and API, shared by every guarded job in the process.
 
 The poller runs blocking HTTP calls in its own daemon thread, so no event loop (Twisted's reactor,
-asyncio, Playwright's) ever waits on the network. Adapters subscribe with a callback that is
-called *in the poller thread* for every reading; they hand the reading over to their own loop
-(``reactor.callFromThread``, ``loop.call_soon_threadsafe``) before acting on it.
+asyncio, Playwright's) ever waits on the network. Jobs subscribe with a callback that is called
+*in the poller thread* for every reading; :class:`vastcap_guard.run.GuardedRun` hands it over to
+the job's own loop before acting on it.
+
+- A key's last reading outlives its poller for one interval, so jobs run one after another (a
+  decorated function called per item) reuse it instead of polling each time.
+- In a process forked while a poller runs (``multiprocessing``, a pre-forking server), the child
+  gets its own poller: the first use in the child starts a new thread, which reads the balance
+  afresh (the parent's readings, threads and Redis connections are not used).
 """
 
 from __future__ import annotations
@@ -11,20 +17,19 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ._secrets import key_id, mask_key
 from .client import BalanceClient
 from .config import GuardConfig
 from .errors import ApiUnavailableError, GuardError
+from .fleet import FleetCoordinator
 from .guard import Guard, Reading
-
-if TYPE_CHECKING:
-    from .fleet import FleetCoordinator
 
 __all__ = ["BalanceSource", "Subscription", "active_pollers", "read_balance", "subscribe"]
 
@@ -82,7 +87,10 @@ def _closed_reading() -> Reading:
 
 
 class _SharedPoller:
-    def __init__(self, registry_key: tuple[str, ...], config: GuardConfig, factory: ClientFactory) -> None:
+    """The poller thread of one account (and API, and fleet). Implements the fleet's ``FleetHost``."""
+
+    def __init__(self, registry_key: tuple[str, ...], config: GuardConfig, factory: ClientFactory,
+                 cached: Reading | None = None) -> None:
         self.registry_key = registry_key
         self.masked_key = mask_key(config.api_key)
         self._config = config
@@ -90,19 +98,47 @@ class _SharedPoller:
         self._cond = threading.Condition()
         self._subs: list[Subscription] = []
         self._waiters: list[_Waiter] = []
-        self._latest: Reading | None = None
+        self._latest: Reading | None = cached
         self._next_due: float | None = None
         self._stopping = False
+        self._pid = os.getpid()
         self.calls = 0
         #: fleet mode (``config.shared_state``): created in the poller thread, never on a caller's loop
         self.fleet: FleetCoordinator | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"vastcap-guard-poller[{self.masked_key}]", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"vastcap-guard-poller[{self.masked_key}]", daemon=True)
+        thread.start()
+        return thread
+
+    def after_fork(self) -> None:
+        """In a forked child: nothing of the parent's thread, waiters, readings or fleet is usable.
+        The thread is started again on first use (:meth:`ensure_running`)."""
+        self._cond = threading.Condition()
+        self._waiters = []
+        self._latest = None
+        self._next_due = None
+        self.fleet = None  # its sockets are the parent's: never close them from here
+        self.calls = 0
+        self._pid = -1
+
+    def ensure_running(self) -> None:
+        """Start the thread of a poller inherited through fork (once, in the child)."""
+        if self._pid == os.getpid():
+            return
+        with self._cond:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            if self._subs and not self._stopping:
+                due = time.monotonic() + self._interval()
+                self._next_due = due
+                self._thread = self._new_thread()
 
     # -- called with _registry_lock held -------------------------------------------------------
     def add(self, sub: Subscription) -> None:
+        self.ensure_running()
         with self._cond:
             self._subs.append(sub)
             due = (self._latest.monotonic if self._latest else time.monotonic()) + sub.interval
@@ -125,12 +161,19 @@ class _SharedPoller:
     def thread(self) -> threading.Thread:
         return self._thread
 
+    @property
+    def usable(self) -> bool:
+        """A subscriber may join: not stopping, and its thread alive (or inherited through fork)."""
+        return not self._stopping and (self._thread.is_alive() or self._pid != os.getpid())
+
     # -- any thread ----------------------------------------------------------------------------
     @property
     def latest(self) -> Reading | None:
+        self.ensure_running()
         return self._latest
 
     def check(self, max_age: float | None, accept: Accept) -> concurrent.futures.Future[Reading]:
+        self.ensure_running()
         fut: concurrent.futures.Future[Reading] = concurrent.futures.Future()
         with self._cond:
             latest = self._latest
@@ -150,6 +193,7 @@ class _SharedPoller:
         if fleet is not None:
             fleet.announce_stop(origin, error)  # queued: published from the fleet's own thread
 
+    # -- FleetHost: called from the fleet's listener thread ------------------------------------
     def deliver_stop(self, origin: object, reading: Reading) -> None:
         """A fleet stop, to every job in this process but the one that found it."""
         with self._cond:
@@ -166,8 +210,7 @@ class _SharedPoller:
                 self._next_due = due
             self._cond.notify_all()
 
-    # -- fleet listener thread -----------------------------------------------------------------
-    def _from_fleet(self, reading: Reading) -> None:
+    def receive(self, reading: Reading) -> None:
         """A reading or a stop published by another member of the fleet."""
         if reading.remote_stop:
             self.deliver_stop(None, reading)
@@ -207,8 +250,6 @@ class _SharedPoller:
             factory_error = ApiUnavailableError(f"The balance client could not be created ({type(exc).__name__}).")
         try:
             if self._config.shared_state and self._config.api_key:
-                from .fleet import FleetCoordinator
-
                 self.fleet = FleetCoordinator(self._config, self, lambda: next(_seq))
             while True:
                 with self._cond:
@@ -232,18 +273,21 @@ class _SharedPoller:
                     with self._cond:
                         self._next_due = time.monotonic() + self._interval()
         finally:
-            with self._cond:
-                waiters, self._waiters = self._waiters, []
-            for fut, _, _ in waiters:
-                if not fut.done():
-                    fut.set_result(_closed_reading())
-            if self.fleet is not None:
-                self.fleet.close()
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:  # pragma: no cover - closing a session does not fail in practice
-                    logger.debug("closing the balance client failed", exc_info=True)
+            self._wind_down(client)
+
+    def _wind_down(self, client: BalanceSource | None) -> None:
+        with self._cond:
+            waiters, self._waiters = self._waiters, []
+        for fut, _, _ in waiters:
+            if not fut.done():
+                fut.set_result(_closed_reading())
+        if self.fleet is not None:
+            self.fleet.close()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # pragma: no cover - closing a session does not fail in practice
+                logger.debug("closing the balance client failed", exc_info=True)
 
     def _once(self, client: BalanceSource | None, factory_error: GuardError | None,
               forced: list[_Waiter], started: float, due: float | None) -> None:
@@ -291,6 +335,41 @@ class _SharedPoller:
 
 _registry: dict[tuple[str, ...], _SharedPoller] = {}
 _registry_lock = threading.Lock()
+#: the last reading of each account whose poller has ended, kept for that poller's interval
+_last_readings: dict[tuple[str, ...], tuple[Reading, float]] = {}
+
+
+def _recall(rkey: tuple[str, ...]) -> Reading | None:
+    """The account's last reading if it is younger than its interval (call with the lock held)."""
+    entry = _last_readings.get(rkey)
+    if entry is None:
+        return None
+    reading, interval = entry
+    if reading.age > interval or not reading.ok:
+        del _last_readings[rkey]
+        return None
+    return reading
+
+
+def _before_fork() -> None:
+    _registry_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _registry_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _last_readings.clear()
+    for poller in _registry.values():
+        poller.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
 
 
 class Subscription:
@@ -318,8 +397,8 @@ class Subscription:
             rkey = (*rkey, f"factory#{id(client_factory)}")
         with _registry_lock:
             poller = _registry.get(rkey)
-            if poller is None or not poller.thread.is_alive() or poller._stopping:
-                poller = _SharedPoller(rkey, config, factory)
+            if poller is None or not poller.usable:
+                poller = _SharedPoller(rkey, config, factory, _recall(rkey))
                 _registry[rkey] = poller
             poller.add(self)
         self._poller = poller
@@ -337,6 +416,11 @@ class Subscription:
     def latest(self) -> Reading | None:
         """The newest reading of this account, from any subscriber's poll."""
         return self._poller.latest
+
+    @property
+    def fleet(self) -> FleetCoordinator | None:
+        """Fleet mode: this process's membership in the fleet (``None`` before it joined)."""
+        return self._poller.fleet
 
     def check(self, max_age: float | None = None) -> concurrent.futures.Future[Reading]:
         """A reading no older than ``max_age`` seconds (``None``: a new one), as a future.
@@ -369,12 +453,17 @@ class Subscription:
         if self._closed:
             return None
         self._closed = True
+        poller = self._poller
         with _registry_lock:
-            last = self._poller.remove(self)
-            if last and _registry.get(self._poller.registry_key) is self._poller:
-                del _registry[self._poller.registry_key]
+            last = poller.remove(self)
+            if last and _registry.get(poller.registry_key) is poller:
+                del _registry[poller.registry_key]
+                latest = poller._latest
+                if latest is not None and latest.ok:
+                    # the next job of this account within the interval reuses it
+                    _last_readings[poller.registry_key] = (latest, self.interval)
         thread = self._poller.thread
-        if last and wait > 0 and threading.current_thread() is not thread:
+        if last and wait > 0 and threading.current_thread() is not thread and thread.is_alive():
             thread.join(wait)
         return thread if last else None
 
