@@ -148,7 +148,7 @@ class _Bridge:
 def started_guard(crawler: Crawler, balance: str = "10") -> BalanceGuard:
     ext = BalanceGuard.from_crawler(crawler)
     ext._bridge = _Bridge()  # type: ignore[assignment]
-    ext._started = True
+    ext.run.started = True
     ext.guard.observe(Reading(Decimal(balance), seq=1))
     return ext
 

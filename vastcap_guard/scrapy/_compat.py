@@ -25,6 +25,7 @@ __all__ = [
     "CLOSESPIDER_FROM_SPIDER_OPENED",
     "SCRAPY_VERSION",
     "LoopBridge",
+    "close_download_handlers",
     "close_spider",
     "hold_browser_launch",
     "scrapy_version",
@@ -97,17 +98,19 @@ class LoopBridge:
         else:
             self._reactor.callLater(delay, func, *args)
 
-    def wait(self, future: concurrent.futures.Future[T], timeout: float) -> Awaitable[T]:
+    def wait(self, future: concurrent.futures.Future[T], timeout: float | None = None) -> Awaitable[T]:
         """Something the current Scrapy coroutine can await for ``future``'s result.
 
-        Raises :class:`TimeoutError` after ``timeout`` seconds (the future is then cancelled).
+        With a ``timeout``, raises :class:`TimeoutError` after that many seconds (the future is
+        then cancelled). The futures of :class:`~vastcap_guard.run.GuardedRun` carry their own
+        deadline, so the guard passes none.
         """
         if self._loop is not None:
             return asyncio.wait_for(asyncio.wrap_future(future, loop=self._loop), timeout)
         deferred: Awaitable[T] = self._deferred(future, timeout)
         return deferred
 
-    def _deferred(self, future: concurrent.futures.Future[T], timeout: float) -> Any:
+    def _deferred(self, future: concurrent.futures.Future[T], timeout: float | None) -> Any:
         from twisted.internet import defer
 
         d: defer.Deferred[T] = defer.Deferred()
@@ -131,14 +134,15 @@ class LoopBridge:
                 future.cancel()
                 d.errback(TimeoutError(f"no answer within {timeout:g}s"))
 
-        timer = reactor.callLater(timeout, on_timeout)
+        if timeout is not None:
+            timer = reactor.callLater(timeout, on_timeout)
 
-        def stop_timer(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            return result
+            def stop_timer(result: object) -> object:
+                if timer.active():
+                    timer.cancel()
+                return result
 
-        d.addBoth(stop_timer)
+            d.addBoth(stop_timer)
         future.add_done_callback(on_done)
         return d
 
@@ -197,3 +201,33 @@ def hold_browser_launch(crawler: Any) -> int:
     if found:
         logger.debug("vastcap-guard: the crawl was refused; scrapy-playwright will not start a browser.")
     return found
+
+
+async def close_download_handlers(crawler: Any) -> bool:
+    """Close the download handlers of a crawl whose engine never started (a refused start).
+
+    Scrapy closes its download handlers on ``engine_stopped``, which a crawl refused from
+    ``spider_opened`` (2.18+) never sends: in reactorless mode their aiohttp sessions are then
+    left open, and ``[asyncio] ERROR: Unclosed client session`` appears in the log when the crawler
+    is collected. Uses ``engine.downloader.handlers._close`` (private; tested in
+    ``tests/scrapy/test_scrapy_units.py``). Returns whether the handlers were closed.
+    """
+    engine = getattr(crawler, "engine", None)
+    if engine is None or getattr(engine, "running", True):
+        return False
+    handlers = getattr(getattr(engine, "downloader", None), "handlers", None)
+    close = getattr(handlers, "_close", None)
+    if close is None:
+        return False
+    try:
+        from scrapy.utils.defer import maybe_deferred_to_future
+
+        result = close()
+        if hasattr(result, "addCallback"):
+            await maybe_deferred_to_future(result)
+        elif hasattr(result, "__await__"):
+            await result
+    except Exception:  # best effort: the crawl is over either way
+        logger.debug("closing the download handlers of a refused crawl failed", exc_info=True)
+        return False
+    return True
