@@ -41,10 +41,10 @@ def check_midrun_outcome(fault: str, g: PlaywrightGuard, err: BaseException | No
         # the first failed check is tolerated (one WARNING), the MAX_FAILURES-th stops
         assert snap["check_failures"] == MIDRUN_MAX_FAILURES
         assert len(warnings) == MIDRUN_MAX_FAILURES - 1, warnings
-        assert f"the script goes on (1 in a row; {MIDRUN_MAX_FAILURES} in a row stop it)" in warnings[0]
+        assert f"balance check failed (1 in a row; the Playwright script stops after {MIDRUN_MAX_FAILURES})" in warnings[0]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].name.startswith("vastcap_guard"), [r.getMessage() for r in errors]
-    assert f"({reason})" in errors[0].getMessage()
+    assert f"[{reason}]" in errors[0].getMessage()
     assert_clear_line(errors[0].getMessage())
     assert_clear_line(str(err))
     assert_no_traceback(caplog)

@@ -53,7 +53,7 @@ def check_flap(g: Any, sb: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
     assert isinstance(snap["checks"], int) and snap["checks"] >= 2 * failures - 1
     warnings = [r.getMessage() for r in records_at(caplog, logging.WARNING)]
     assert len(warnings) == failures
-    assert all("the script goes on (1 in a row; 3 in a row stop it)" in w for w in warnings), warnings[:3]
+    assert all("balance check failed (1 in a row; the Playwright script stops after 3)" in w for w in warnings), warnings[:3]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert_no_traceback(caplog)
 

@@ -124,7 +124,8 @@ def test_preflight_fault_with_require_preflight_false_runs_the_body(
     assert snap["tripped"] is None and isinstance(snap["check_failures"], int) and snap["check_failures"] >= 1
     warnings = records_at(caplog, logging.WARNING)
     assert len(warnings) == snap["check_failures"], [r.getMessage() for r in warnings]
-    assert "the script goes on (1 in a row" in warnings[0].getMessage()
+    assert "balance check failed (1 in a row" in warnings[0].getMessage()
+    assert "require_preflight=False: the Playwright script starts without a confirmed balance" in warnings[0].getMessage()
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert_no_traceback(caplog)
     assert KEY not in caplog.text

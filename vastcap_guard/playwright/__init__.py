@@ -7,18 +7,20 @@
 ...         browser = p.chromium.launch()
 ...         ...
 
-See ``docs/playwright.md`` for the full reference.
+Works with Playwright and with its drop-in forks patchright and rebrowser-playwright (each is
+hooked in its own module tree), and with camoufox (which launches through Playwright). Any one
+of them is enough. See ``docs/playwright.md`` for the full reference.
 """
 
 from __future__ import annotations
 
-try:
-    import playwright.async_api
-    import playwright.sync_api  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
+from ._flavors import DISTRIBUTIONS, installed_names
+
+if not installed_names():  # pragma: no cover - depends on the environment
     raise ImportError(
-        "vastcap_guard.playwright needs Playwright: pip install 'vastcap-guard[playwright]'"
-    ) from exc
+        "vastcap_guard.playwright needs Playwright or a fork of it: pip install 'vastcap-guard[playwright]' "
+        f"(or one of: {', '.join(DISTRIBUTIONS.values())})"
+    )
 
 from ._guard import PlaywrightGuard, guard
 

@@ -1,21 +1,23 @@
-"""Wrapping Playwright's session-starting methods while at least one guard scope is active.
+"""Wrapping the session-starting methods of every installed Playwright flavor while a guard
+scope is active.
 
-The wrappers are installed on the public classes of both APIs when the first scope opens and
-removed when the last one closes. Inside, a context variable says which guard scopes the *calling*
-code runs in: a call made outside every scope (another thread, another asyncio task started
-outside the guard) goes straight to Playwright.
+The wrappers are installed on the public classes of both APIs of Playwright and of its forks
+(:mod:`._flavors`) when the first scope opens and removed when the last one closes. Inside, a
+context variable says which guard scopes the *calling* code runs in: a call made outside every
+scope (another thread, another asyncio task started outside the guard) goes straight to the
+original method.
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import playwright.async_api as _async_api
-import playwright.sync_api as _sync_api
+from . import _flavors
 
 __all__ = ["HOOKED", "Scope", "acquire", "current_scopes", "installed", "push", "release", "reset"]
 
@@ -94,14 +96,18 @@ def _async_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
 Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def _targets() -> list[tuple[type, str, Maker]]:
+def targets() -> list[tuple[type, str, Maker]]:
+    """(class, method, wrapper maker) for every hooked method of every installed flavor."""
     out: list[tuple[type, str, Maker]] = []
-    makers: tuple[tuple[Any, Maker], ...] = ((_sync_api, _sync_wrapper), (_async_api, _async_wrapper))
-    for module, make in makers:
-        for cls_name, methods in HOOKED.items():
-            cls = getattr(module, cls_name)
-            for name in methods:
-                out.append((cls, name, make))
+    for flavor in _flavors.available():
+        for module, make in ((flavor.sync_api, _sync_wrapper), (flavor.async_api, _async_wrapper)):
+            for cls_name, methods in HOOKED.items():
+                cls = getattr(module, cls_name, None)
+                if cls is None:
+                    continue
+                for name in methods:
+                    if hasattr(cls, name):
+                        out.append((cls, name, make))
     return out
 
 
@@ -112,7 +118,7 @@ def acquire() -> None:
         _users += 1
         if _users > 1:
             return
-        for cls, name, make in _targets():
+        for cls, name, make in targets():
             original = cls.__dict__.get(name) or getattr(cls, name)
             wrapper = make(original)
             wrapper.__vastcap_guard_original__ = original  # type: ignore[attr-defined]
@@ -121,7 +127,7 @@ def acquire() -> None:
 
 
 def release() -> None:
-    """One scope fewer; the last restores Playwright's methods."""
+    """One scope fewer; the last restores the original methods."""
     global _users
     with _lock:
         _users = max(0, _users - 1)
@@ -138,3 +144,12 @@ def release() -> None:
 def installed() -> bool:
     with _lock:
         return bool(_installed)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's lock may have been held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
