@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
+import queue
 import signal
 import sys
 import threading
@@ -30,48 +31,55 @@ from typing import Any, TextIO
 
 from . import __version__
 from .client import BalanceClient
-from .config import DEFAULT_MIN_BALANCE, GuardConfig
+from .config import DEFAULT_MIN_BALANCE, GuardConfig, clean_key
 from .errors import ConfigError, GuardError
-from .guard import Action, Guard, format_usd
+from .guard import Action, Guard, Verdict, format_usd
 from .poller import read_balance
+from .run import GuardedRun
+from .wording import CLI_NAMES, Wording
 
-__all__ = ["EXIT_OK", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "main"]
 
 EXIT_OK = 0
+#: Ctrl-C (SIGINT), as shells report it
+EXIT_INTERRUPTED = 130
 
-_NAMES = {
-    "api_key": "VASTCAP_API_KEY / --key-file",
-    "api_url": "--api-url",
-    "min_balance": "--min-balance",
-    "warn_balance": "--warn-balance",
-    "timeout": "--timeout",
-    "interval": "--interval",
-    "max_failures": "--max-failures",
-    "warn_minutes": "--warn-minutes",
-}
+#: the CLI prints its own lines (stdout, and one stderr line per outcome): the run's log stays quiet
+_logger = logging.getLogger("vastcap_guard.cli")
+_logger.addHandler(logging.NullHandler())
+
+
+def _wording(command: str) -> Wording:
+    return Wording(job=command, names=CLI_NAMES, style="option")
 
 
 def _read_key(args: argparse.Namespace) -> str | None:
-    if args.key_file:
-        path = Path(args.key_file)
-        try:
-            text = sys.stdin.read() if args.key_file == "-" else path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"--key-file {args.key_file!r} cannot be read ({exc.strerror}).",
-                              setting="--key-file") from None
-        key = text.strip()
-        if not key:
-            raise ConfigError(f"--key-file {args.key_file!r} is empty.", setting="--key-file")
-        return key
-    return os.environ.get("VASTCAP_API_KEY") or None
+    """The key from --key-file (``None``: the VASTCAP_API_KEY environment variable)."""
+    if not args.key_file:
+        return None
+    path = Path(args.key_file)
+    try:
+        raw = sys.stdin.buffer.read() if args.key_file == "-" else path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--key-file {args.key_file!r} cannot be read ({exc.strerror}).",
+                          setting="--key-file") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a byte order mark is not part of the key
+    except UnicodeDecodeError:
+        raise ConfigError(f"--key-file {args.key_file!r} is not UTF-8 text; save the key as plain text.",
+                          setting="--key-file") from None
+    key = clean_key(text)
+    if not key:
+        raise ConfigError(f"--key-file {args.key_file!r} is empty.", setting="--key-file")
+    return key
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> GuardConfig:
     return GuardConfig.build(
-        _read_key(args) or "",
+        _read_key(args),
         api_url=args.api_url,
         timeout=args.timeout,
-        names=_NAMES,
+        names=CLI_NAMES,
         **extra,
     )
 
@@ -125,24 +133,23 @@ def cmd_balance(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
 
 def cmd_check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance)
-    guard = Guard(cfg)
-    err = guard.preflight_error()
-    if err:
-        return _fail(err, args, stderr, stdout)
-    with BalanceClient(cfg.api_key, api_url=cfg.api_url, timeout=cfg.timeout) as client:
-        verdict = guard.observe(read_balance(client))
-    assert verdict is not None
-    if verdict.action is Action.STOP:
-        assert verdict.error is not None
-        return _fail(verdict.error, args, stderr, stdout)
-    balance = guard.balance
+    words = _wording("check")
+    run = GuardedRun(cfg, words, logger=_logger)
+    try:
+        future = run.begin()
+        run.preflight(future.result() if future is not None else None)
+    finally:
+        run.close()
+    if run.tripped is not None:
+        return _fail(run.tripped, args, stderr, stdout)
+    balance = run.balance
     assert balance is not None
-    if verdict.action is Action.WARN:
-        print(f"vastcap-guard: warning: the balance {format_usd(balance)} is below "
-              f"--warn-balance {format_usd(cfg.warn_balance or Decimal(0))}.", file=stderr)
+    warning = cfg.warn_balance is not None and balance < cfg.warn_balance
+    if warning:
+        print(f"{words.below_warning(balance, cfg)} (warning)", file=stderr)
     if args.json:
         print(_json_line({"ok": True, "reason": None, "balance": balance, "minimum": cfg.min_balance,
-                          "warning": verdict.action is Action.WARN}), file=stdout)
+                          "warning": warning}), file=stdout)
     elif not args.quiet:
         print(f"OK: balance {format_usd(balance)} (minimum {format_usd(cfg.min_balance)}) "
               f"for key {cfg.masked_key}", file=stdout)
@@ -172,49 +179,63 @@ def _minutes(m: Decimal) -> str:
     return f"{m:.1f} min"
 
 
+def _flags(guard: Guard, verdict: Verdict) -> str:
+    """What the watch line flags: a failed check, and every line while below a warning level."""
+    cfg = guard.config
+    note = ""
+    if verdict.action is Action.FAILED and verdict.error is not None:
+        note = f" | check failed: {verdict.error.reason}"
+    elif cfg.warn_balance is not None and guard.balance is not None and guard.balance < cfg.warn_balance:
+        note = " | below --warn-balance"
+    left = guard.forecast.minutes_left
+    if cfg.warn_minutes is not None and left is not None and left < Decimal(str(cfg.warn_minutes)):
+        note += " | money runs out within --warn-minutes"
+    return note
+
+
 def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance,
                   interval=args.interval, max_failures=args.max_failures, warn_minutes=args.warn_minutes)
-    guard = Guard(cfg)
-    err = guard.preflight_error()
-    if err:
-        return _fail(err, args, stderr, stdout)
+    verdicts: queue.Queue[Verdict] = queue.Queue()
+    # readings come from the shared poller (on its fixed grid); each verdict is one line here
+    run = GuardedRun(cfg, _wording("watch"), logger=_logger, on_verdict=verdicts.put)
     live = stdout.isatty() and not args.plain
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     width = 0
-    with BalanceClient(cfg.api_key, api_url=cfg.api_url, timeout=cfg.timeout) as client:
+    try:
+        future = run.begin()
+        if future is None:
+            assert run.tripped is not None
+            return _fail(run.tripped, args, stderr, stdout)
+        run.preflight(future.result())
         n = 0
-        try:
-            while True:
-                verdict = guard.observe(read_balance(client))
-                assert verdict is not None
-                n += 1
-                note = ""
-                if verdict.action is Action.FAILED and verdict.error is not None:
-                    note = f" | check failed: {verdict.error.reason}"
-                elif verdict.action is Action.WARN:
-                    note = " | below --warn-balance"
-                if verdict.forecast_low:
-                    note += " | money runs out within --warn-minutes"
-                line = _watch_line(guard, note)
+        while not stop.is_set():
+            try:
+                verdict = verdicts.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            n += 1
+            line = _watch_line(run.guard, _flags(run.guard, verdict))
+            if live:
+                print("\r" + line.ljust(width), end="", file=stdout, flush=True)
+                width = len(line)
+            else:
+                print(line, file=stdout, flush=True)
+            if verdict.action is Action.STOP:
                 if live:
-                    print("\r" + line.ljust(width), end="", file=stdout, flush=True)
-                    width = len(line)
-                else:
-                    print(line, file=stdout, flush=True)
-                if verdict.action is Action.STOP:
-                    if live:
-                        print(file=stdout)
-                    assert verdict.error is not None
-                    return _fail(verdict.error, args, stderr, stdout)
-                if args.count and n >= args.count:
-                    break
-                if stop.wait(cfg.interval):
-                    break
-        except KeyboardInterrupt:
-            pass
+                    print(file=stdout)
+                assert verdict.error is not None
+                return _fail(verdict.error, args, stderr, stdout)
+            if args.count and n >= args.count:
+                break
+    except KeyboardInterrupt:
+        if live:
+            print(file=stdout)
+        return EXIT_INTERRUPTED
+    finally:
+        run.close()
     if live:
         print(file=stdout)
     return EXIT_OK
@@ -339,7 +360,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except GuardError as exc:
         return _fail(exc, args, err, out)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
