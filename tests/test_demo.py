@@ -135,17 +135,18 @@ def test_demo_runs_until_the_guard_stops_the_crawl() -> None:
     assert DEMO_KEY not in out + proc.stderr
 
 
-def test_demo_without_the_example_project_runs_the_builtin_spider(tmp_path: Path) -> None:
-    # an installed package without the repository around it, as from a wheel
-    shutil.copytree(REPO / "vastcap_guard", tmp_path / "vastcap_guard",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+def test_demo_runs_the_project_shipped_inside_an_installed_package(tmp_path: Path) -> None:
+    # an installed package without the repository around it, laid out as the wheel lays it out
+    # (pyproject.toml maps examples/scrapy_project to vastcap_guard/example_project)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "vastcap_guard", tmp_path / "vastcap_guard", ignore=ignore)
+    shutil.copytree(PROJECT, tmp_path / "vastcap_guard" / "example_project", ignore=ignore)
     env = _env()
     env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "vastcap_guard.demo", "--balance", "0.01", "--interval", "0.5"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Running the built-in copy of its spider instead" in proc.stdout
-    assert "crawl    the built-in copy of the example spider" in proc.stdout
+    assert f"crawl    cd {tmp_path / 'vastcap_guard' / 'example_project'} && scrapy crawl captchas" in proc.stdout
     assert re.search(r"stopped +after .*finish_reason: vastcap_low_balance", proc.stdout)
     assert re.search(r"balance +\$0\.01 -> \$0\.00", proc.stdout)
 

@@ -44,9 +44,8 @@ SPIDER = "captchas"
 EXPECTED_REASON = "vastcap_low_balance"
 
 _PROJECT_HELP = (
-    "The example Scrapy project (examples/scrapy_project) ships with the source repository, not with "
-    "the installed package. Clone the repository and run `vastcap-guard demo` from its root, or pass "
-    "--project PATH/TO/examples/scrapy_project."
+    "The example Scrapy project is examples/scrapy_project in the source repository, and "
+    "vastcap_guard/example_project in an installed package. Pass --project PATH/TO/examples/scrapy_project."
 )
 
 
@@ -57,6 +56,7 @@ def find_project(explicit: str | None = None) -> Path | None:
     else:
         here = Path(__file__).resolve().parent
         candidates = [here.parent / "examples" / "scrapy_project",   # a checkout (editable install)
+                      here / "example_project",                      # an installed package (wheel)
                       Path.cwd() / "examples" / "scrapy_project",    # the repository root
                       Path.cwd()]                                    # the project itself
     for path in candidates:
@@ -127,13 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give up (exit 1) if the crawl runs longer than this (default: %(default)s)")
     p.add_argument("--project", metavar="PATH",
                    help="the example project's directory (default: examples/scrapy_project of this checkout)")
-    p.add_argument("--builtin-spider", action="store_true",
-                   help="run the built-in copy of the example spider instead of the example project "
-                        "(the default when the project is not found, e.g. installed from a wheel)")
     p.add_argument("--log", metavar="FILE", help="keep the crawl's full log in FILE")
-    # internal: the crawl process of --builtin-spider
-    p.add_argument("--_crawl", dest="crawl", metavar="SITE_URL", help=argparse.SUPPRESS)
-    p.add_argument("--_result-file", dest="result_file", help=argparse.SUPPRESS)
     p.add_argument("--plain", action="store_true",
                    help="periodic progress lines instead of one updating line (the default when "
                         "the output is not a terminal)")
@@ -249,14 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         err.write("vastcap-guard demo: the demo needs Scrapy and vastcap_guard.scrapy "
                   f"(missing: {', '.join(missing)}). Install with: pip install 'vastcap-guard[scrapy]'\n")
         return 2
-    if args.crawl:
-        return _builtin_crawl(args)
-    project = None if args.builtin_spider else find_project(args.project)
-    if project is None and args.project:
-        err.write(f"vastcap-guard demo: example project not found in {args.project!r}. {_PROJECT_HELP}\n")
+    project = find_project(args.project)
+    if project is None:
+        where = f" in {args.project!r}" if args.project else ""
+        err.write(f"vastcap-guard demo: example project not found{where}. {_PROJECT_HELP}\n")
         return 2
-    if project is None and not args.builtin_spider:
-        out.write(f"note: {_PROJECT_HELP} Running the built-in copy of its spider instead.\n")
 
     balance: Decimal = args.balance
     price: Decimal = args.price
@@ -281,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
 
 
-def _run(args: argparse.Namespace, project: Path | None, tmp: Path, out: TextIO, err: TextIO) -> int:
+def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: TextIO) -> int:
     balance: Decimal = args.balance
     price: Decimal = args.price
     result_file = tmp / "result.json"
@@ -290,24 +281,16 @@ def _run(args: argparse.Namespace, project: Path | None, tmp: Path, out: TextIO,
 
     with Sandbox({DEMO_KEY: balance}, price=price, solve_delay=args.solve_delay) as sandbox, \
             LocalSite(pages=args.pages, captcha_every=args.captcha_every) as site:
-        if project is not None:
-            cmd = [
-                sys.executable, "-m", "scrapy", "crawl", SPIDER,
-                "-a", f"site_url={site.url}",
-                "-s", f"VASTCAP_CHECK_INTERVAL={args.interval:g}",
-                "-s", f"CAPTCHA_COST={price}",
-                "-s", f"DOWNLOAD_DELAY={args.download_delay:g}",
-                "-s", f"DEMO_RESULT_FILE={result_file}",
-                "-s", "LOG_LEVEL=INFO",
-            ]
-            what = f"cd {project} && scrapy crawl {SPIDER}"
-        else:
-            cmd = [
-                sys.executable, "-m", "vastcap_guard.demo", "--_crawl", site.url, "--_result-file", str(result_file),
-                "--interval", f"{args.interval:g}", "--price", str(price),
-                "--download-delay", f"{args.download_delay:g}",
-            ]
-            what = "the built-in copy of the example spider"
+        cmd = [
+            sys.executable, "-m", "scrapy", "crawl", SPIDER,
+            "-a", f"site_url={site.url}",
+            "-s", f"VASTCAP_CHECK_INTERVAL={args.interval:g}",
+            "-s", f"CAPTCHA_COST={price}",
+            "-s", f"DOWNLOAD_DELAY={args.download_delay:g}",
+            "-s", f"DEMO_RESULT_FILE={result_file}",
+            "-s", "LOG_LEVEL=INFO",
+        ]
+        what = f"cd {project} && scrapy crawl {SPIDER}"
         out.write(f"sandbox  {sandbox.url}  (account {format_usd(balance)}, {format_usd(price)} per solve)\n"
                   f"site     {site.url}  ({args.pages} pages, a captcha on every {args.captcha_every}th)\n"
                   f"crawl    {what}  (check every {args.interval:g} s)\n\n")
@@ -315,7 +298,7 @@ def _run(args: argparse.Namespace, project: Path | None, tmp: Path, out: TextIO,
 
         started = time.monotonic()
         proc = subprocess.Popen(
-                                cmd, cwd=project or tmp, env=_child_env(sandbox.url), stdin=subprocess.DEVNULL,
+                                cmd, cwd=project, env=_child_env(sandbox.url), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 encoding="utf-8", errors="replace")
         assert proc.stdout is not None
@@ -412,132 +395,5 @@ def _run(args: argparse.Namespace, project: Path | None, tmp: Path, out: TextIO,
     return 1
 
 
-# -- the built-in spider -----------------------------------------------------------------------------
-def _builtin_crawl(args: argparse.Namespace) -> int:
-    """Run a copy of the example project's spider in this process (the crawl of ``--builtin-spider``).
-
-    Same behaviour as ``examples/scrapy_project`` (see its ``spiders/captchas.py`` and ``solver.py``,
-    the documented version): pages behind a captcha are scraped once it is solved through createTask /
-    getTaskResult requests, the createTask request carries ``meta["vastcap_cost"]``, and a solve the
-    cost middleware drops is referred to ``ensure_funds``.
-    """
-    import scrapy
-    from scrapy.crawler import CrawlerProcess
-    from scrapy.exceptions import IgnoreRequest
-
-    from .errors import GuardError
-    from .scrapy import get_guard
-
-    api_url = os.environ.get("VASTCAP_API_URL", "").rstrip("/")
-    api_key = os.environ.get("VASTCAP_API_KEY", "")
-    cost = float(args.price)
-
-    def answer(response: Any) -> dict[str, Any]:
-        try:
-            data = json.loads(response.text)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or isinstance(data.get("error"), dict):
-            code = data["error"].get("errorCode") if isinstance(data, dict) else "ERROR_BAD_ANSWER"
-            raise ValueError(str(code))
-        return data
-
-    class CaptchaSpider(scrapy.Spider):  # type: ignore[misc]
-        name = SPIDER
-
-        def api(self, method: str, body: dict[str, Any], callback: Any, meta: dict[str, Any],
-                **cb_kwargs: Any) -> Any:
-            return scrapy.Request(f"{api_url}/{method}", method="POST", dont_filter=True, priority=10,
-                                  body=json.dumps({"clientKey": api_key, **body}),
-                                  headers={"Content-Type": "application/json"}, callback=callback,
-                                  errback=self.on_failure, cb_kwargs=cb_kwargs,
-                                  meta={"download_slot": "vastcap-api", "handle_httpstatus_all": True,
-                                        "dont_retry": True, **meta})
-
-        async def start(self) -> Any:
-            yield scrapy.Request(args.crawl, callback=self.parse)
-
-        def done(self, page: dict[str, Any], solved: bool = False) -> list[Any]:
-            item = {"url": page["url"], "title": page["title"], "captcha": solved}
-            return [item, *(scrapy.Request(u, callback=self.parse) for u in page["links"])]
-
-        def parse(self, response: Any) -> Any:
-            page = {"url": response.url, "title": response.css("title::text").get(),
-                    "links": [response.urljoin(h) for h in response.css("a::attr(href)").getall()]}
-            site_key = response.css("div.g-recaptcha::attr(data-sitekey)").get()
-            if not site_key:
-                return self.done(page)
-            task = {"type": "ReCaptchaV2TaskProxyless", "websiteURL": response.url, "websiteKey": site_key}
-            return [self.api("createTask", {"task": task}, self.created, {"vastcap_cost": cost}, page=page)]
-
-        def created(self, response: Any, page: dict[str, Any]) -> Any:
-            try:
-                task_id = answer(response)["taskId"]
-            except (ValueError, KeyError) as exc:
-                self.logger.warning("Captcha on %s not solved: %s", page["url"], exc)
-                return []
-            return [self.api("getTaskResult", {"taskId": task_id}, self.result, {}, page=page, task_id=task_id)]
-
-        async def result(self, response: Any, page: dict[str, Any], task_id: str) -> Any:
-            try:
-                data = answer(response)
-            except ValueError as exc:
-                self.logger.warning("Captcha on %s not solved: %s", page["url"], exc)
-                return
-            if data.get("status") == "ready":
-                self.crawler.stats.inc_value("demo/captchas_solved")
-                for out in self.done(page, solved=True):
-                    yield out
-                return
-            await _sleep(0.25)
-            yield self.api("getTaskResult", {"taskId": task_id}, self.result, {}, page=page, task_id=task_id)
-
-        async def on_failure(self, failure: Any) -> None:
-            if failure.check(IgnoreRequest) and (guard := get_guard(self.crawler)) is not None:
-                try:
-                    await guard.ensure_funds(cost)
-                except GuardError:
-                    return
-
-    process = CrawlerProcess({
-        "EXTENSIONS": {"vastcap_guard.scrapy.BalanceGuard": 500},
-        "DOWNLOADER_MIDDLEWARES": {"vastcap_guard.scrapy.CostGuardMiddleware": 50},
-        "VASTCAP_API_URL": api_url,
-        "VASTCAP_CHECK_INTERVAL": args.interval,
-        "ROBOTSTXT_OBEY": False, "CONCURRENT_REQUESTS": 8, "DOWNLOAD_DELAY": args.download_delay,
-        "DOWNLOAD_SLOTS": {"vastcap-api": {"concurrency": 4, "delay": 0}},
-        "TELNETCONSOLE_ENABLED": False, "REMOTE_CONTROL_ENABLED": False, "LOG_LEVEL": "INFO",
-    })
-    crawler = process.create_crawler(CaptchaSpider)
-    process.crawl(crawler)
-    process.start()
-    stats = {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-             for k, v in crawler.stats.get_stats().items()}
-    if args.result_file:
-        Path(args.result_file).write_text(json.dumps({"finish_reason": stats.get("finish_reason"),
-                                                      "stats": stats}), encoding="utf-8")
-    return 0
-
-
-async def _sleep(seconds: float) -> None:
-    """Wait without blocking the reactor (Scrapy 2.18+ has ``scrapy.utils.asyncio.sleep``)."""
-    try:
-        from scrapy.utils.asyncio import sleep
-    except ImportError:
-        import asyncio
-
-        from scrapy.utils.reactor import is_asyncio_reactor_installed
-
-        if is_asyncio_reactor_installed():
-            await asyncio.sleep(seconds)
-            return
-        from twisted.internet import reactor
-        from twisted.internet.task import deferLater
-
-        await deferLater(reactor, seconds)
-        return
-    await sleep(seconds)
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
