@@ -57,11 +57,13 @@ fi
 if [ -d tests/scrapy ] && [ "${VASTCAP_SKIP_SCRAPY_MIN:-}" != "1" ]; then
   MINV="$ROOT/.venv-scrapy-min"
   make_venv "$MINV"
-  if [ "$("$MINV/bin/python" -c 'import scrapy; print(scrapy.__version__)' 2>/dev/null)" != "$SCRAPY_MIN" ]; then
+  if [ "$("$MINV/bin/python" -c 'import scrapy; print(scrapy.__version__)' 2>/dev/null)" != "$SCRAPY_MIN" ] \
+      || ! "$MINV/bin/python" -c 'import spidermon' 2>/dev/null; then
     log "installing Scrapy $SCRAPY_MIN into $MINV"
     "$MINV/bin/python" -m pip install -q -e ".[scrapy,test]" "scrapy==$SCRAPY_MIN"
   fi
-  run_pytest "Scrapy $SCRAPY_MIN" "$MINV/bin/python" -m pytest -p no:twisted tests/scrapy tests/scrapy_playwright
+  run_pytest "Scrapy $SCRAPY_MIN" "$MINV/bin/python" -m pytest -p no:twisted tests/scrapy tests/scrapy_playwright \
+    tests/spidermon
   if [ -d tests/twisted ]; then
     run_pytest "Scrapy $SCRAPY_MIN in-process" "$MINV/bin/python" -m pytest --reactor=asyncio tests/twisted
   fi
