@@ -184,7 +184,7 @@ def minutes_left_outcome(
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return Outcome("skip", "VASTCAP_WARN_MINUTES is not set: there is no time left to compare with.")
     try:
-        limit = _to_seconds(raw, "VASTCAP_WARN_MINUTES", unit="minutes")
+        limit = _to_seconds(raw, "VASTCAP_WARN_MINUTES", maximum=1e9, unit="minutes")
     except ConfigError as exc:
         return Outcome("fail", f"{exc.message} Fix the setting.")
     minutes = _number(stats, STAT_MINUTES_LEFT)
