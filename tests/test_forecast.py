@@ -89,3 +89,34 @@ def test_below_minimum_means_zero_minutes_left() -> None:
 def test_min_readings_validation() -> None:
     with pytest.raises(ValueError, match="min_readings"):
         BurnRate(min_readings=1)
+
+
+def test_a_flat_balance_decays_to_no_spend() -> None:
+    # issue 15: after spending stopped, watch kept showing "spending $0.2/min" for 17 flat readings
+    br = BurnRate(Decimal(0))
+    balance = Decimal(10)
+    t = 0.0
+    for _ in range(10):  # a debit every reading, one a second
+        balance -= Decimal("0.003")
+        t += 1
+        br.add(balance, t)
+    assert br.forecast.state == "spending"
+    states = []
+    for _ in range(17):  # then nothing more is spent
+        t += 1
+        br.add(balance, t)
+        states.append(br.forecast.state)
+    # documented: "no spend" once flat for three times the usual gap between debits (here 3 s)
+    assert states[:3] == ["spending"] * 3 and set(states[3:]) == {"no_spend"}
+
+
+def test_a_forecast_from_the_guard_ignores_the_wall_clock() -> None:
+    # issue 15: the forecast used Reading.at (wall clock): a clock jump of an hour corrupted it
+    from core_keys import KEY
+
+    from vastcap_guard import Guard, GuardConfig, Reading
+
+    g = Guard(GuardConfig.build(KEY, environ={}, min_balance="0"))
+    for i, (balance, jump) in enumerate([("10", 0), ("9", 0), ("8", 3600), ("7", 3600)]):
+        g.observe(Reading(Decimal(balance), at=1_000_000.0 + 60 * i + jump, monotonic=500.0 + 60 * i, seq=i + 1))
+    assert g.forecast.spend_per_minute == Decimal(1) and g.forecast.minutes_left == Decimal(7)
