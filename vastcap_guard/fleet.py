@@ -5,8 +5,15 @@ process the shared poller still runs one thread per account; across processes:
 
 - **one getBalance per interval for the fleet**: a short lease in Redis elects the poller, which
   polls at the shortest interval of the live members and publishes every reading on a channel; the
-  others use it. A member that hears nothing for 1.5 of its intervals tries to take the lease, so a
-  poller that dies hands over when its lease runs out (``2 x fleet interval + 3 x timeout``);
+  others use it. The lease lives :data:`LEASE_TTL` seconds and its holder renews it every
+  :data:`LEASE_HEARTBEAT` seconds from its own thread, whatever the poll interval, while its
+  poller thread is alive and not stuck. Every other member looks at the lease as often, so a
+  poller killed without warning (SIGKILL, a lost spot machine) is replaced within
+  ``LEASE_TTL + LEASE_HEARTBEAT`` (4 s); one that exits gracefully hands over at once. The new
+  poller keeps the fleet's schedule (it polls when the last shared reading is an interval old).
+  Two pollers overlap only when a holder stalls for longer than the lease (a frozen process, a
+  Redis slower than ``LEASE_TTL``): its next poll then finds the lease gone and does not happen,
+  so the overlap is at most the one poll that was already under way;
 - **fleet-wide stops**: a member whose guard stops on the account itself (low balance, spend cap,
   invalid key, disabled account) publishes the reason; every running member stops with it within
   about a second, whatever its interval. Failures to reach the API are never published: each
@@ -43,8 +50,20 @@ logger = logging.getLogger("vastcap_guard.fleet")
 NAMESPACE = "vastcap-guard"
 
 
+#: seconds a poller lease lives without renewal
+LEASE_TTL = 3.0
+#: seconds between renewals by the holder, and between looks at the lease by the others
+LEASE_HEARTBEAT = 1.0
+
+
 class FleetHost(Protocol):
     """What the fleet needs from the process's poller of the account (called from the fleet's thread)."""
+
+    def healthy(self) -> bool:
+        """The poller thread is alive and not stuck in one poll: this member may keep the lease."""
+
+    def take_over(self) -> None:
+        """This member now holds the lease: poll on the fleet's schedule."""
 
     def receive(self, reading: Reading) -> None:
         """A reading, or a stop (``remote_stop``), that another member of the fleet published."""
@@ -228,7 +247,29 @@ class FleetCoordinator:
 
     # -- leadership ---------------------------------------------------------------------------
     def _ttl_ms(self) -> int:
-        return int((2 * self._fleet_interval + 3 * self.timeout) * 1000)
+        return int(LEASE_TTL * 1000)
+
+    def _lease_beat(self) -> None:
+        """Every LEASE_HEARTBEAT: the holder renews its lease (or gives it up if its poller is
+        stuck); the others take a lease nobody holds."""
+        if self.leading:
+            if not self._host.healthy():
+                self._call(lambda r: r.eval(_RELEASE, 1, self.k_lease, self.member))
+                self.leading = False
+                return
+            renewed = self._call(lambda r: r.eval(_RENEW, 1, self.k_lease, self.member, self._ttl_ms()))
+            if renewed is not None and not renewed:
+                self.leading = False  # it expired meanwhile: another member may hold it now
+            return
+        self._take_free_lease()
+
+    def _take_free_lease(self) -> None:
+        if not self._host.healthy():
+            return
+        taken = self._call(lambda r: r.set(self.k_lease, self.member, nx=True, px=self._ttl_ms()))
+        if taken:
+            self.leading = True
+            self._host.take_over()
 
     def try_lead(self) -> bool:
         """Hold (or take) the poller lease. False when another live member holds it."""
@@ -331,6 +372,7 @@ class FleetCoordinator:
     # -- listener thread ----------------------------------------------------------------------
     def _listen(self) -> None:
         last_beat = 0.0
+        last_lease = 0.0
         while not self._stopping.is_set():
             self._flush_outbox()
             pubsub = self._pubsub
@@ -347,6 +389,9 @@ class FleetCoordinator:
                 self._degrade(type(exc).__name__)
                 continue
             now = time.time()
+            if now - last_lease >= LEASE_HEARTBEAT:
+                self._lease_beat()
+                last_lease = now
             if now - last_beat > self._heartbeat_period():
                 self._heartbeat()
                 last_beat = now
@@ -361,7 +406,9 @@ class FleetCoordinator:
         data = _decode(raw)
         if data is None or data.get("member") == self.member:
             return
-        if data.get("type") == "hello":
+        if data.get("type") == "bye":
+            self._take_free_lease()  # its poller left gracefully: take over at once
+        elif data.get("type") == "hello":
             interval = float(data["interval"])
             if interval > 0:
                 self._set_fleet_interval(min(self._fleet_interval, interval))
@@ -394,7 +441,8 @@ class FleetCoordinator:
 
         def leave(r: Any) -> None:
             r.hdel(self.k_members, self.member)
-            r.eval(_RELEASE, 1, self.k_lease, self.member)
+            if r.eval(_RELEASE, 1, self.k_lease, self.member):
+                r.publish(self.channel, json.dumps({"type": "bye", "member": self.member}))
 
         self._call(leave)
         self._drop_connections()

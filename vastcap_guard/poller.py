@@ -102,6 +102,8 @@ class _SharedPoller:
         self._next_due: float | None = None
         self._stopping = False
         self._pid = os.getpid()
+        #: time.monotonic() when the poll under way started (None between polls): a stuck poll shows
+        self._polling_since: float | None = None
         self.calls = 0
         #: fleet mode (``config.shared_state``): created in the poller thread, never on a caller's loop
         self.fleet: FleetCoordinator | None = None
@@ -201,6 +203,20 @@ class _SharedPoller:
         for sub in subs:
             sub._deliver(reading)
 
+    def healthy(self) -> bool:
+        """The thread is alive and not stuck in one poll (a fleet lease holder must be)."""
+        if not self._thread.is_alive() or self._stopping:
+            return False
+        since = self._polling_since
+        return since is None or time.monotonic() - since < self._config.check_deadline
+
+    def take_over(self) -> None:
+        """This member now holds the fleet's lease: poll when the last shared reading is an interval old."""
+        with self._cond:
+            last = self._latest.monotonic if self._latest else time.monotonic() - self._interval()
+            self._next_due = max(time.monotonic(), last + self._interval())
+            self._cond.notify_all()
+
     def reschedule(self) -> None:
         """The poll interval got shorter (a faster member joined the fleet): poll on the new one."""
         with self._cond:
@@ -264,13 +280,14 @@ class _SharedPoller:
                     if self._stopping:
                         break
                     forced = list(self._waiters)
-                    started = time.monotonic()
+                    started = self._polling_since = time.monotonic()
                     due = self._next_due if self._next_due is not None and started >= self._next_due else None
                 try:
                     self._once(client, factory_error, forced, started, due)
                 except Exception:  # never let one bad pass end polling for every job of the account
                     logger.exception("vastcap-guard: a balance check failed unexpectedly")
                     with self._cond:
+                        self._polling_since = None
                         self._next_due = time.monotonic() + self._interval()
         finally:
             self._wind_down(client)
@@ -293,6 +310,7 @@ class _SharedPoller:
               forced: list[_Waiter], started: float, due: float | None) -> None:
         reading = self._poll(client, factory_error, forced)
         with self._cond:
+            self._polling_since = None
             if reading is None:  # another member polls for the fleet; watch for its silence
                 self._next_due = time.monotonic() + 0.5 * self._interval()
                 return

@@ -200,3 +200,58 @@ def test_a_malformed_fleet_message_does_not_end_the_listener(sb: Sandbox, redis_
     assert strict.exit_reason == "vastcap_low_balance"
     relaxed.wait()
     assert relaxed.exit_reason == "vastcap_low_balance", relaxed.lines
+
+
+def _lease_holder(sb: Sandbox, redis_url: str) -> str | None:
+    """The fleet member holding the poller lease of this test's account, if any."""
+    import redis
+
+    from vastcap_guard._secrets import key_id
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        raw = r.get(f"vastcap-guard:{key_id(KEY, sb.url)}:lease")
+        return raw.decode() if raw is not None else None
+    finally:
+        r.close()
+
+
+def test_a_killed_poller_is_replaced_on_the_lease_heartbeat_not_the_poll_schedule(sb: Sandbox, redis_url: str) -> None:
+    # issue 13: with a 60 s interval the lease used to outlive a SIGKILLed poller for 2 x 60 + 3 x timeout
+    # seconds, and nobody checked the balance meanwhile. Now the lease lives 3 s, renewed every second.
+    first = member(sb, redis_url, interval=60, timeout=1, duration=120)
+    deadline = time.monotonic() + 30
+    while _lease_holder(sb, redis_url) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    holder = _lease_holder(sb, redis_url)
+    assert holder is not None, "the first member never took the lease"
+    rest = [member(sb, redis_url, interval=60, timeout=1, duration=60) for _ in range(2)]
+    time.sleep(2.0)  # they joined; the first still holds the lease
+    assert _lease_holder(sb, redis_url) == holder
+    os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(10)
+    deadline = time.monotonic() + 20  # far below the old 2 x 60 + 3 s (a bound, not a timing)
+    while _lease_holder(sb, redis_url) in (None, holder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = _lease_holder(sb, redis_url)
+    for m in rest:
+        m.proc.send_signal(signal.SIGTERM)
+        m.wait()
+    assert new not in (None, holder), "no other member took over the lease of the killed poller"
+
+
+def test_a_graceful_exit_hands_the_lease_over(sb: Sandbox, redis_url: str) -> None:
+    first = member(sb, redis_url, interval=60, timeout=1, duration=3)
+    deadline = time.monotonic() + 30
+    while _lease_holder(sb, redis_url) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    holder = _lease_holder(sb, redis_url)
+    second = member(sb, redis_url, interval=60, timeout=1, duration=30)
+    first.wait()
+    deadline = time.monotonic() + 20
+    while _lease_holder(sb, redis_url) in (None, holder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = _lease_holder(sb, redis_url)
+    second.proc.send_signal(signal.SIGTERM)
+    second.wait()
+    assert holder is not None and new not in (None, holder)
