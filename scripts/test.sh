@@ -45,8 +45,10 @@ log "mypy (strict, on the package)"
 "$PY" -m mypy
 
 # No reactor in this run (pytest-twisted off): core, CLI, sandbox, Playwright, Scrapy end to end
-# (each crawl in its own process, in every reactor mode).
-run_pytest "main" "$PY" -m pytest -p no:twisted tests --ignore=tests/twisted "$@"
+# (each crawl in its own process, in every reactor mode). Most tests wait on crawls, browsers and
+# intervals rather than compute, so several workers share 2 cores well; a module runs in one worker.
+WORKERS="${VASTCAP_TEST_WORKERS:-3}"
+run_pytest "main" "$PY" -m pytest -p no:twisted tests --ignore=tests/twisted -n "$WORKERS" --dist loadfile "$@"
 
 # In-process Scrapy tests driven by pytest-twisted on the asyncio reactor.
 if [ -d tests/twisted ]; then
