@@ -22,6 +22,7 @@ import json
 import logging
 import queue
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -196,6 +197,8 @@ def _flags(guard: Guard, verdict: Verdict) -> str:
 def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance,
                   interval=args.interval, max_failures=args.max_failures, warn_minutes=args.warn_minutes)
+    if args.metrics_host is not None and args.metrics_port is None:
+        raise ConfigError("--metrics-host needs --metrics-port.", setting="--metrics-host")
     verdicts: queue.Queue[Verdict] = queue.Queue()
     # readings come from the shared poller (on its fixed grid); each verdict is one line here
     run = GuardedRun(cfg, _wording("watch"), logger=_logger, on_verdict=verdicts.put)
@@ -204,7 +207,11 @@ def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     width = 0
+    metrics: Any = None
     try:
+        if args.metrics_port is not None:
+            metrics = _serve_metrics(run, args)
+            print(f"vastcap-guard: serving Prometheus metrics on {metrics.url}", file=stderr, flush=True)
         future = run.begin()
         if future is None:
             assert run.tripped is not None
@@ -236,9 +243,36 @@ def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         return EXIT_INTERRUPTED
     finally:
         run.close()
+        if metrics is not None:
+            metrics.stop()
     if live:
         print(file=stdout)
     return EXIT_OK
+
+
+def _serve_metrics(run: GuardedRun, args: argparse.Namespace) -> Any:
+    """Serve ``/metrics`` for the watched account (prometheus-client is imported only here)."""
+    port = args.metrics_port
+    host = args.metrics_host or "127.0.0.1"
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port {port} is not a TCP port (0 to 65535; 0 picks a free one).",
+                          setting="--metrics-port")
+    try:
+        from .metrics import serve
+    except ImportError as exc:
+        if not (exc.name or "").startswith("prometheus_client"):
+            raise
+        raise ConfigError("--metrics-port needs prometheus-client: pip install 'vastcap-guard[metrics]'.",
+                          setting="--metrics-port") from None
+    try:
+        return serve(run, host, port)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--metrics-host {host!r} is not an address of this machine ({exc.strerror}).",
+                          setting="--metrics-host") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"cannot serve metrics on {host} port {port}: {why}. Choose another --metrics-port "
+                          "(or --metrics-host).", setting="--metrics-port") from None
 
 
 def _parse_account(text: str) -> tuple[str, str]:
@@ -322,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consecutive failed checks before exiting 14 (default 3; 0 never)")
     p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N checks (default: run on)")
     p.add_argument("--plain", action="store_true", help="plain log lines even on a terminal")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="also serve Prometheus metrics on http://HOST:PORT/metrics (needs the [metrics] extra)")
+    p.add_argument("--metrics-host", default=None, metavar="HOST",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 serves every interface)")
     p.set_defaults(func=cmd_watch, json=False)
 
     p = sub.add_parser("sandbox", help="serve a local VastCap API for offline development")
