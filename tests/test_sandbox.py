@@ -31,7 +31,8 @@ def test_solving_debits_the_price(sandbox: Sandbox) -> None:
         task_id = post(sandbox, "createTask", clientKey=KEY, task=task)["taskId"]
         result = post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)
         assert result["status"] == "ready" and "gRecaptchaResponse" in result["solution"]  # type: ignore[operator]
-        post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)  # asking again costs nothing
+        again = post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)  # asking again costs nothing
+        assert again == result  # and answers the same solution
     assert sandbox.balance(KEY) == Decimal("10.25") - 5 * Decimal("0.002")
 
 
@@ -126,3 +127,16 @@ def test_a_stopped_sandbox_answers_nothing_even_on_kept_alive_connections() -> N
     sb.stop()
     with pytest.raises(requests.ConnectionError):
         session.post(f"{url}/getBalance", json={"clientKey": sb.key}, timeout=5)
+
+
+def test_ipv6_loopback_is_served() -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with Sandbox({KEY: "1"}, host="::1") as sb:
+        assert sb.url.startswith("http://[::1]:")
+        assert post(sb, "getBalance", clientKey=KEY) == {"balance": 1.0}

@@ -103,7 +103,12 @@ class _Task:
     key: str
     type: str
     created: float
-    done: bool = False
+    #: set when the task is solved (and paid for); asking again returns the same solution
+    solution: dict[str, str] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.solution is not None
 
 
 def _money(value: object) -> Decimal:
@@ -255,13 +260,13 @@ class Sandbox(LoopbackServer):
                     return _error(16, "ERROR_TASK_NOT_FOUND", "Task not found")
                 if not t.done and time.monotonic() - t.created < self.solve_delay:
                     return {"status": "processing"}
-                if not t.done:
+                if t.solution is None:
                     if acct.balance < self.price:
                         return {"status": "error", "error": _error(3, "ERROR_INSUFFICIENT_BALANCE",
                                                                     "Insufficient balance")["error"]}
                     acct.balance -= self.price
-                    t.done = True
-                return {"status": "ready", "solution": _solution(t.type)}
+                    t.solution = _solution(t.type)
+                return {"status": "ready", "solution": dict(t.solution)}
         return _error(10, "ERROR_VALIDATION_FAILED", f"Unknown method {method}")  # pragma: no cover
 
 
