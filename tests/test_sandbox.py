@@ -49,8 +49,9 @@ def test_insufficient_balance_refuses_tasks(sandbox: Sandbox) -> None:
     assert out["error"]["errorCode"] == "ERROR_INSUFFICIENT_BALANCE"  # type: ignore[index]
 
 
-def test_unknown_task(sandbox: Sandbox) -> None:
-    assert post(sandbox, "getTaskResult", clientKey=KEY, taskId="x")["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
+@pytest.mark.parametrize("task_id", ["x", None, 7, ["x"], {"id": "x"}])
+def test_unknown_task(sandbox: Sandbox, task_id: object) -> None:
+    assert post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
 
 
 def test_faults_times_and_every(sandbox: Sandbox) -> None:

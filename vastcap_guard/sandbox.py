@@ -255,7 +255,8 @@ class Sandbox(LoopbackServer):
                 self._tasks[task_id] = _Task(key, task["type"], time.monotonic())
                 return {"taskId": task_id}
             if method == "getTaskResult":
-                t = self._tasks.get(payload.get("taskId"))  # type: ignore[arg-type]
+                wanted = payload.get("taskId")
+                t = self._tasks.get(wanted) if isinstance(wanted, str) else None
                 if t is None or t.key != key:
                     return _error(16, "ERROR_TASK_NOT_FOUND", "Task not found")
                 if not t.done and time.monotonic() - t.created < self.solve_delay:
