@@ -191,3 +191,54 @@ def test_sandbox_client_without_a_sandbox() -> None:
         client.calls()
     assert not err.value.refused
 
+
+# -- the README's table of options ----------------------------------------------------------------
+def _options(parser: object) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}  # type: ignore[attr-defined]
+
+
+def _subparsers(parser: object) -> dict[str, object]:
+    import argparse
+
+    for a in parser._actions:  # type: ignore[attr-defined]
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
+def test_the_readme_table_of_options_is_true() -> None:
+    from pathlib import Path
+
+    from vastcap_guard import cli, demo
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    _, _, rest = readme.partition("| option | `balance` | `check` | `watch` | `sandbox` (serving) | `sandbox ACTION` | `demo` |")
+    assert rest, "the table is gone"
+    import itertools
+
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), rest.splitlines()[2:]))
+    top = _subparsers(cli.build_parser())
+    sandbox = top["sandbox"]
+    actions = _subparsers(sandbox)
+    takes = {
+        "balance": lambda o: o in _options(top["balance"]),
+        "check": lambda o: o in _options(top["check"]),
+        "watch": lambda o: o in _options(top["watch"]),
+        "serving": lambda o: o in _options(sandbox),
+        "action": lambda o: {o in _options(a) for a in actions.values()},
+        "demo": lambda o: o in _options(demo.build_parser()),
+    }
+    assert len(rows) == 4
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        option = cells[0].split("`")[1].split()[0]
+        for (name, check), cell in zip(takes.items(), cells[1:], strict=True):
+            said = cell.split(":")[0]
+            found = check(option)
+            if name == "action":
+                expected = {True} if said == "yes" else {False} if said == "no" else {True, False}
+                assert found == expected, (option, name, cell)
+            elif name == "demo" and option == "--timeout":
+                assert found and said == "no"  # the same name, another meaning: said so in the cell
+            else:
+                assert found == (said == "yes"), (option, name, cell)
