@@ -182,29 +182,28 @@ class Drivers:
 
     def stop_all(self, error: GuardError) -> None:
         """Close every tracked driver's gate now; end their sessions in a background thread."""
-        with self._lock:
-            drivers = list(self._drivers)
-        pending = []
-        with _gates_lock:
-            for driver in drivers:
-                gate = _gates.get(driver)
-                if gate is not None and gate.error is None:
-                    gate.error = error  # from now on, the gate is closed
-                    pending.append((driver, gate))
-        if not pending:
-            return
+        with self._lock:  # atomic with respect to leave(): it joins every thread started here
+            pending = []
+            with _gates_lock:
+                for driver in self._drivers:
+                    gate = _gates.get(driver)
+                    if gate is not None and gate.error is None:
+                        gate.error = error  # from now on, the gate is closed
+                        pending.append((driver, gate))
+            if not pending:
+                return
 
-        def stop() -> None:
-            for driver, gate in pending:
-                gate.stop(driver)
+            def stop() -> None:
+                for driver, gate in pending:
+                    gate.stop(driver)
 
-        thread = threading.Thread(target=stop, name="vastcap-guard-selenium-stop", daemon=True)
-        with self._lock:
+            thread = threading.Thread(target=stop, name="vastcap-guard-selenium-stop", daemon=True)
             self._threads.append(thread)
-        thread.start()
+            thread.start()
 
-    def leave(self, error: GuardError | None) -> None:
-        """The scope ends: quit what was stopped; un-gate the others no other scope watches."""
+    def leave(self) -> None:
+        """The scope ends: quit what was stopped; un-gate the others no other scope watches. A stop
+        decided after this point finds no driver (the run is over; the scope raises its error)."""
         with self._lock:
             drivers, threads = list(self._drivers), list(self._threads)
             self._drivers = weakref.WeakSet()

@@ -48,7 +48,7 @@ class _Scope(SyncScope):
         self.drivers.stop_all(error)
 
     def leave(self, error: GuardError | None) -> None:
-        self.drivers.leave(error)
+        self.drivers.leave()  # quits the drivers the stop reached (whatever `error` says now)
 
     def forget(self) -> None:
         self.drivers.forget_all()
