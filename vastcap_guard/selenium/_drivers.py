@@ -158,6 +158,15 @@ _gates: weakref.WeakKeyDictionary[WebDriver, _Gate] = weakref.WeakKeyDictionary(
 _gates_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    global _gates_lock
+    _gates_lock = threading.Lock()  # the parent's lock may have been held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Drivers:
     """The drivers one scope started or watches. Thread-safe."""
 
