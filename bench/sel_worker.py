@@ -6,8 +6,9 @@ CONFIG keys: ``mode``, ``key``, ``api_url``, ``interval``, ``site_url``, ``chrom
 ``chromedriver``, and per mode:
 
 - ``"run"``: load ``pages`` pages of the local site, under ``vastcap_guard.selenium.guard``
-  (``guard: true``) or not. Reports the page loop's duration and the whole script's (guard entry,
-  driver start, pages, quit, guard exit);
+  (``guard: true``) or not. Reports the page loop's duration and CPU time (this process, every
+  thread: the script, the guard's poller) and the whole script's duration (guard entry, driver
+  start, pages, quit, guard exit);
 - ``"stop"``: load pages of the local site under the guard until it stops the script (the
   orchestrator empties the account); ``hang_url`` instead loads one page that never finishes.
   Reports when the guard decided (its ERROR record) and when the script's pending call raised.
@@ -58,10 +59,11 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     def script() -> None:
         driver = new_driver(cfg)
         try:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             for n in range(cfg["pages"]):
                 driver.get(f"{cfg['site_url']}page/{n}")
             out["loop"] = time.perf_counter() - t
+            out["cpu"] = time.process_time() - cpu  # this process (all its threads), not the browser
         finally:
             driver.quit()
 
