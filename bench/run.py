@@ -7,7 +7,8 @@ median of several runs (at least 3 in a full run). Results go to ``bench/results
 and ``.md``; the exit status is 1 when a target is missed (2 when a benchmark could not run).
 
 Benchmarks (``--only`` names): ``overhead`` (crawl overhead, naive baseline, event-loop lag),
-``stop``, ``preflight``, ``sharing`` (Scrapy and Playwright), ``import``, ``fleet``.
+``stop``, ``preflight``, ``sharing`` (Scrapy and Playwright), ``import``, ``fleet``, ``selenium``
+(a Selenium script's run time with and without the guard, and its stop latency).
 See docs/benchmarks.md for what each one measures and why.
 """
 
@@ -46,10 +47,13 @@ LATENCY = 0.3  # sandbox getBalance latency (s)
 INTERVAL = 0.5  # guard check interval (s)
 SITE_PAGES = 2000
 CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 
-BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover")
-FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "handover": 3}
-QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "handover": 1}
+BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "selenium")
+FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "handover": 3,
+             "selenium": 5}
+QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "handover": 1,
+              "selenium": 3}
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -411,7 +415,7 @@ def bench_sharing(res: Results, tmp: Path, quick: bool, runs: int) -> None:
 
 
 # -- 7: import cost -------------------------------------------------------------------------------
-FRAMEWORKS = ("scrapy", "twisted", "playwright", "greenlet", "redis")
+FRAMEWORKS = ("scrapy", "twisted", "playwright", "greenlet", "redis", "selenium")
 
 
 def bench_import(res: Results, tmp: Path, quick: bool, runs: int) -> None:
@@ -712,6 +716,153 @@ def fmt3(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
+# -- Selenium: run time with and without the guard, stop latency -------------------------------------
+class HangingPage:
+    """``/hang``: headers and half a body, then nothing until closed (the page never finishes loading)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.release = threading.Event()
+        self.reached = threading.Event()
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(b"<html><body><p>loading")
+                    self.wfile.flush()
+                    page.reached.set()
+                    page.release.wait(120)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hang"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sel_worker(cfg: dict[str, Any]) -> subprocess.Popen[str]:
+    cfg = {"chromium": CHROMIUM, "chromedriver": CHROMEDRIVER, "key": KEY, "interval": INTERVAL, **cfg}
+    return subprocess.Popen([sys.executable, str(HERE / "sel_worker.py"), json.dumps(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env())
+
+
+def sel_result(proc: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError("a Selenium benchmark script did not finish in time") from None
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"Selenium worker failed ({proc.returncode}):\n{err[-3000:]}")
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def bench_selenium(res: Results, tmp: Path, quick: bool, runs: int) -> None:
+    """Interleaved pairs of one script with and without the guard; then stops, busy and hanging."""
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).exists():
+            raise RuntimeError(f"no {path} (apt-get install chromium chromium-driver)")
+    pages = 40 if quick else 100
+    rng = random.Random(7)
+    pairs: list[dict[str, Any]] = []
+    stops: list[dict[str, Any]] = []
+    hangs: list[dict[str, Any]] = []
+    with sandbox() as sb, sites(1, delay=0.05) as (site,):  # 50 ms a page at the site: a fast real page
+        rtt = measure_rtt(sb)
+        for i in range(runs):
+            row: dict[str, Any] = {"order": ["none", "guard"] if i % 2 == 0 else ["guard", "none"]}
+            for mode in row["order"]:  # one after the other: a browser each, never two at once
+                row[mode] = sel_result(sel_worker({"mode": "run", "guard": mode == "guard", "api_url": sb.url,
+                                                   "site_url": site.url, "pages": pages}))
+            row["ratio"] = row["guard"]["loop"] / row["none"]["loop"]
+            row["cpu_extra_ms"] = (row["guard"]["cpu"] - row["none"]["cpu"]) * 1000
+            row["extra_total"] = row["guard"]["total"] - row["none"]["total"]
+            pairs.append(row)
+            print(f"    pair {i + 1}/{runs}: {pages} pages in {row['none']['loop']:.2f} s without the guard, "
+                  f"{row['guard']['loop']:.2f} s with it ({row['guard']['checks']} checks); script CPU "
+                  f"{row['none']['cpu']:.2f} s / {row['guard']['cpu']:.2f} s; whole script "
+                  f"{row['extra_total']:+.3f} s", flush=True)
+        for i in range(runs):
+            sb.set_balance(KEY, "10")
+            site.reset()
+            proc = sel_worker({"mode": "stop", "api_url": sb.url, "site_url": site.url})
+            try:
+                if not wait_until(lambda p=proc: site.request_count > 0 or p.poll() is not None, 60):  # type: ignore[misc]
+                    raise RuntimeError("the Selenium script never browsed")
+                time.sleep(rng.uniform(1.0, 2.0))  # a random phase against the poll
+                sb.set_balance(KEY, "0")
+                t0 = time.time()
+                out = sel_result(proc)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            if out.get("reason") != "vastcap_low_balance" or out.get("decided_at") is None:
+                raise RuntimeError(f"the guard did not stop the script: {out}")
+            stops.append({"latency": out["raised_at"] - t0, "decision": out["decided_at"] - t0,
+                          "react": out["raised_at"] - out["decided_at"], "cause": out["cause"]})
+            print(f"    stop {i + 1}/{runs} (busy in driver.get): balance 0 -> GuardError in the script "
+                  f"{stops[-1]['latency']:.3f} s (decision {stops[-1]['decision']:.3f} s, then "
+                  f"{stops[-1]['react']:.3f} s; chained from {out['cause']})", flush=True)
+        for i in range(runs):
+            sb.set_balance(KEY, "10")
+            hang = HangingPage()
+            proc = sel_worker({"mode": "stop", "api_url": sb.url, "site_url": site.url, "hang_url": hang.url})
+            try:
+                if not hang.reached.wait(60):
+                    raise RuntimeError("the Selenium script never reached the hanging page")
+                time.sleep(rng.uniform(0.5, 1.5))
+                sb.set_balance(KEY, "0")
+                t0 = time.time()
+                out = sel_result(proc)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+                hang.close()
+            if out.get("reason") != "vastcap_low_balance" or out.get("decided_at") is None:
+                raise RuntimeError(f"the guard did not stop the script: {out}")
+            hangs.append({"latency": out["raised_at"] - t0, "react": out["raised_at"] - out["decided_at"],
+                          "cause": out["cause"]})
+            print(f"    stop {i + 1}/{runs} (in a page that never loads): the pending get raised "
+                  f"{hangs[-1]['react']:.3f} s after the decision ({out['cause']})", flush=True)
+    res.details["selenium"] = {"rtt": rtt, "pages": pages, "pairs": pairs, "stops": stops, "hangs": hangs}
+    ratio = median([r["ratio"] for r in pairs])
+    res.add("selenium", f"Selenium script, {pages} pages: page-loop time, guard / no guard (interleaved pairs)",
+            round(ratio, 4), "", "<= 1.02", ratio <= 1.02, [round(r["ratio"], 4) for r in pairs],
+            note="no guard: {:.2f} s median for the pages".format(median([r["none"]["loop"] for r in pairs])))
+    res.add("selenium", "Selenium script's own CPU time during the page loop (all its threads), guard minus no guard",
+            round(median([r["cpu_extra_ms"] for r in pairs])), " ms", "(reported: the poller's checks, the gate)",
+            None, [round(r["cpu_extra_ms"]) for r in pairs],
+            note="no guard: {:.2f} s of CPU for the pages".format(median([r["none"]["cpu"] for r in pairs])))
+    res.add("selenium", "Selenium script, whole run (pre-flight, driver start, pages, quit): guard minus no guard",
+            round(median([r["extra_total"] for r in pairs]) * 1000), " ms", "(reported: the pre-flight round trip, the poller's end)",
+            None, [round(r["extra_total"] * 1000) for r in pairs])
+    bound = INTERVAL + rtt + 0.25
+    lat = [r["latency"] for r in stops]
+    res.add("selenium", "stop latency, balance 0 -> GuardError raised in the script (busy in driver.get)",
+            round(median(lat), 3), " s", f"<= {bound:.3f} s (interval {INTERVAL} + round trip {rtt:.3f} + 0.25)",
+            median(lat) <= bound and max(lat) <= bound + 0.25, [round(x, 3) for x in lat])
+    react = [r["react"] for r in hangs]
+    res.add("selenium", "stop in a page that never loads: guard decision -> pending driver.get raised",
+            round(median(react), 3), " s", "<= 1 s in every run (quit() would wait for the page-load timeout)",
+            max(react) <= 1.0, [round(x, 3) for x in react])
+
+
 # -- environment and report -----------------------------------------------------------------------
 def environment() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
@@ -747,6 +898,7 @@ def environment() -> dict[str, Any]:
         "vastcap-guard": f"{ver('vastcap-guard')} (git {run(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'])}"
                          + (", with uncommitted changes in vastcap_guard/" if dirty else "") + ")",
         "scrapy": ver("scrapy"), "twisted": ver("twisted"), "playwright": ver("playwright"),
+        "selenium": ver("selenium"),
         "requests": ver("requests"), "redis-py": ver("redis"),
         "chromium": run([CHROMIUM, "--version"]) if Path(CHROMIUM).exists() else "not found",
         "redis-server": run(["redis-server", "--version"]),
@@ -807,7 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     funcs: dict[str, Callable[[Results, Path, bool, int], None]] = {
         "overhead": bench_overhead, "stop": bench_stop, "preflight": bench_preflight,
-        "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "handover": bench_handover}
+        "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "handover": bench_handover,
+        "selenium": bench_selenium}
     # runs per benchmark: at least 3 for every median of a full run; a quick run keeps 3 where it is cheap
     bench_runs = dict(QUICK_RUNS if args.quick else FULL_RUNS)
     if args.runs:

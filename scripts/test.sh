@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, and every pytest run (core, Scrapy in each reactor mode,
-# Scrapy's oldest supported version, real headless Chromium). Installs what it needs.
+# Scrapy's oldest supported version, real headless Chromium through Playwright and Selenium). Installs
+# what it needs.
 # Usage: scripts/test.sh [extra pytest args for the main run]
 source "$(dirname "$0")/_env.sh"
 
@@ -15,6 +16,14 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   if [ "${CI:-}" = "true" ]; then die "chromium is missing and could not be installed"; fi
   log "WARNING: /usr/bin/chromium is missing; browser tests will be skipped (apt-get install chromium)"
+fi
+# Debian's chromedriver (matching its Chromium) for the Selenium tests (Selenium Manager cannot download one).
+if [ ! -x /usr/bin/chromedriver ]; then
+  apt_install chromium-driver || true
+fi
+if [ ! -x /usr/bin/chromedriver ]; then
+  if [ "${CI:-}" = "true" ]; then die "chromium-driver (/usr/bin/chromedriver) is missing and could not be installed"; fi
+  log "WARNING: /usr/bin/chromedriver is missing; Selenium tests will be skipped (apt-get install chromium-driver)"
 fi
 # Redis for the fleet-mode tests.
 if ! command -v redis-server >/dev/null; then
