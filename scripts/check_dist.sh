@@ -100,16 +100,18 @@ got="$("$EXE" --version)" || die "vastcap-guard --version failed"
 [ "$got" = "$want" ] || die "vastcap-guard --version printed '$got', expected '$want'"
 
 step "vastcap-guard sandbox, then check against it"
-PORT="$("$VENV/bin/python" -c 'from vastcap_guard.sandbox import free_port; print(free_port())')"
-URL="http://127.0.0.1:$PORT/api/solver"
 KEY="vc_dist_check_key_0000000001"
-"$EXE" sandbox --port "$PORT" --account "$KEY=1.5" >"$WORK/sandbox.log" 2>&1 &
+# port 0: the sandbox binds a free port itself and prints its URL (no race with other tests for a port)
+"$EXE" sandbox --port 0 --account "$KEY=1.5" >"$WORK/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
+URL=""
 for _ in $(seq 100); do
-  "$EXE" sandbox calls --count --api-url "$URL" >/dev/null 2>&1 && break
+  URL="$(sed -n 's/^VastCap sandbox serving //p' "$WORK/sandbox.log")"
+  [ -n "$URL" ] && "$EXE" sandbox calls --count --api-url "$URL" >/dev/null 2>&1 && break
   kill -0 "$SANDBOX_PID" 2>/dev/null || { cat "$WORK/sandbox.log" >&2; die "vastcap-guard sandbox exited"; }
   sleep 0.1
 done
+[ -n "$URL" ] || { cat "$WORK/sandbox.log" >&2; die "vastcap-guard sandbox never said where it serves"; }
 out="$(VASTCAP_API_KEY="$KEY" "$EXE" check --api-url "$URL")" || die "vastcap-guard check failed against the sandbox: $out"
 case "$out" in *'$1.50'*) ;; *) die "vastcap-guard check printed '$out'" ;; esac
 "$EXE" sandbox set-balance "$KEY" 0 --api-url "$URL" >/dev/null || die "vastcap-guard sandbox set-balance failed"
