@@ -37,6 +37,16 @@ class Flavor:
     def api(self, kind: str) -> ModuleType:
         return self.sync_api if kind == "sync" else self.async_api
 
+    def sync_context_manager(self) -> type | None:
+        """``sync_playwright()``'s class, whose ``__exit__`` tears the connection down (private
+        module path, the same in Playwright 1.40-1.65 and its forks); ``None`` if it moved."""
+        try:
+            module = importlib.import_module(f"{self.name}.sync_api._context_manager")
+        except ImportError:
+            return None
+        cls = getattr(module, "PlaywrightContextManager", None)
+        return cls if isinstance(cls, type) else None
+
 
 def installed_names() -> list[str]:
     """The distributions that can be imported here (without importing them)."""
@@ -76,3 +86,4 @@ def kind_of(obj: Any) -> tuple[str, str] | None:
             if isinstance(obj, _classes(kind, cls_name)):
                 return kind, cls_name
     return None
+
