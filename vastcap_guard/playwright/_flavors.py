@@ -49,14 +49,19 @@ class Flavor:
 
 
 def installed_names() -> list[str]:
-    """The distributions that can be imported here (without importing them)."""
+    """The distributions that can be imported here (without importing them).
+
+    A directory that merely has the name (a project's own ``playwright/`` folder of tests, on
+    ``sys.path``) is a namespace package, not a distribution: it does not count.
+    """
     found = []
     for name in DISTRIBUTIONS:
         try:
-            if importlib.util.find_spec(name) is not None:
-                found.append(name)
+            spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             continue
+        if spec is not None and spec.origin is not None and spec.has_location:
+            found.append(name)
     return found
 
 
