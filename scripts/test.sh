@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, and every pytest run (core, Scrapy in each reactor mode,
-# Scrapy's oldest supported version, real headless Chromium). Installs what it needs.
+# Scrapy's oldest supported version, an install with only a Playwright fork, real headless
+# Chromium). Installs what it needs.
 # Usage: scripts/test.sh [extra pytest args for the main run]
 source "$(dirname "$0")/_env.sh"
 
@@ -67,6 +68,24 @@ if [ -d tests/scrapy ] && [ "${VASTCAP_SKIP_SCRAPY_MIN:-}" != "1" ]; then
   if [ -d tests/twisted ]; then
     run_pytest "Scrapy $SCRAPY_MIN in-process" "$MINV/bin/python" -m pytest --reactor=asyncio tests/twisted
   fi
+fi
+
+# Only a fork installed (patchright, no playwright), in its own virtualenv: the adapter imports, and
+# the fork's scripts are checked, tracked and stopped like Playwright's (under a minute).
+if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_FORK_ONLY:-}" != "1" ]; then
+  FOV="$ROOT/.venv-fork-only"
+  make_venv "$FOV"
+  if ! "$FOV/bin/python" -c 'import importlib.metadata as m; [m.version(d) for d in ("vastcap-guard", "patchright", "pytest")]' \
+      2>/dev/null; then
+    log "installing patchright (and no Playwright) into $FOV"
+    "$FOV/bin/python" -m pip install -q -e . patchright "pytest>=8" "pytest-asyncio>=0.23"
+  fi
+  if "$FOV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
+    die "$FOV must not hold Playwright (it tests an install with only a fork)"
+  fi
+  run_pytest "patchright only" "$FOV/bin/python" -m pytest -p no:twisted tests/playwright/test_playwright_fork_only.py \
+    tests/playwright/test_playwright_forks.py tests/playwright/test_playwright_exit_noise.py \
+    tests/playwright/test_playwright_private_api.py
 fi
 
 log "all checks passed"
