@@ -128,8 +128,11 @@ def test_balance_zero_while_waiting_on_a_page_stops_the_script(
         script()
     assert reached_end == []
     assert info.value.balance == 0
-    assert isinstance(info.value.__cause__, PlaywrightError)
-    assert "vastcap_low_balance" in str(info.value.__cause__)
+    cause = info.value.__cause__
+    assert isinstance(cause, PlaywrightError)
+    # the pending goto fails with the close reason, or as an aborted navigation when Chromium drops
+    # the page first (docs/playwright.md says both); it never just times out
+    assert "vastcap_low_balance" in str(cause) or "net::ERR_ABORTED" in str(cause), str(cause)
     assert_gone(marker)
 
 
