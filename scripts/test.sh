@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, and every pytest run (core, Scrapy in each reactor mode,
-# Scrapy's and Playwright's oldest supported versions, an install with only a Playwright fork, real
-# headless Chromium). Installs what it needs.
+# Scrapy's and Playwright's oldest supported versions, an install with only a Playwright fork,
+# camoufox, real headless Chromium). Installs what it needs.
 # Usage: scripts/test.sh [extra pytest args for the main run]
 source "$(dirname "$0")/_env.sh"
 
@@ -103,6 +103,19 @@ if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_FORK_ONLY:-}" != "1" ]; then
   run_pytest "patchright only" "$FOV/bin/python" -m pytest -p no:twisted tests/playwright/test_playwright_fork_only.py \
     tests/playwright/test_playwright_forks.py tests/playwright/test_playwright_exit_noise.py \
     tests/playwright/test_playwright_private_api.py
+fi
+
+# camoufox, in its own virtualenv (it requires playwright<1.63): its launch helpers and context
+# manager go through the guard's hooks (its browser cannot be downloaded here; a few seconds).
+if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_CAMOUFOX:-}" != "1" ]; then
+  CFV="$ROOT/.venv-camoufox"
+  make_venv "$CFV"
+  if ! "$CFV/bin/python" -c 'import importlib.metadata as m; [m.version(d) for d in ("vastcap-guard", "camoufox", "pytest")]' \
+      2>/dev/null; then
+    log "installing camoufox into $CFV"
+    "$CFV/bin/python" -m pip install -q -e . camoufox "pytest>=8" "pytest-asyncio>=0.23"
+  fi
+  run_pytest "camoufox" "$CFV/bin/python" -m pytest -p no:twisted tests/playwright/test_playwright_camoufox.py
 fi
 
 log "all checks passed"
