@@ -165,9 +165,14 @@ def test_a_worker_forked_in_a_sync_scope_is_refused_on_an_emptied_account(
 
     @g
     def parent() -> None:
-        sandbox.set_balance(KEY, 0)  # after the parent's pre-flight, before the fork
-        child.update(fork_and_wait(sync_child, g, launch, site.url))
-        assert g.tripped is None  # the parent has not read the new balance yet
+        with sync_playwright() as p:
+            page = p.chromium.launch(**launch).new_page()  # the parent's own, tracked by its scope
+            page.goto(site.url)
+            sandbox.set_balance(KEY, 0)  # after the parent's pre-flight, before the fork
+            child.update(fork_and_wait(sync_child, g, launch, site.url))
+            assert g.tripped is None  # the parent has not read the new balance yet
+            page.goto(site.page_url(1))  # the child's stop did not close the parent's browser
+            page.context.browser.close()
 
     parent()
     assert_refused(child)
@@ -200,11 +205,16 @@ def test_a_worker_forked_in_an_async_scope_is_refused_on_an_emptied_account(
     g = guard(KEY, api_url=sandbox.url, interval=30)
 
     async def parent() -> dict[str, Any]:
-        async with g:
+        async with g, async_playwright() as p:
+            browser = await p.chromium.launch(**launch)  # the parent's own, tracked by its scope
+            page = await browser.new_page()
+            await page.goto(site.url)
             sandbox.set_balance(KEY, 0)
             proc, queue = start_child(async_child, g, launch, site.url)
             result = await asyncio.to_thread(collect, proc, queue)
             assert g.tripped is None  # the parent has not read the new balance yet
+            await page.goto(site.page_url(1))  # the child's stop did not close the parent's browser
+            await browser.close()
             return result
 
     child = asyncio.run(parent())
