@@ -93,6 +93,19 @@ def test_preflight_refusal_with_block_launches_nothing(
     assert browser_pids(marker) == [] and chromium_descendants() == []
 
 
+def test_a_refused_preflight_logs_one_line_saying_the_script_did_not_start(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="vastcap_guard")
+    with pytest.raises(LowBalanceError):
+        with guard(LOW_KEY, api_url=sandbox.url, interval=0.5):
+            pytest.fail("the body ran on a low balance")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("vastcap-guard did not start the Playwright script [vastcap_low_balance]: ")
+    assert "is stopping" not in caplog.text and LOW_KEY not in caplog.text
+
+
 def test_missing_key_refuses_without_calling_the_api(sandbox: Sandbox) -> None:
     with pytest.raises(InvalidKeyError):
         with guard(api_url=sandbox.url):
