@@ -7,8 +7,9 @@ median of several runs (at least 3 in a full run). Results go to ``bench/results
 and ``.md``; the exit status is 1 when a target is missed (2 when a benchmark could not run).
 
 Benchmarks (``--only`` names): ``overhead`` (crawl overhead, naive baseline, event-loop lag),
-``stop``, ``preflight``, ``sharing`` (Scrapy and Playwright), ``import``, ``fleet``, ``selenium``
-(a Selenium script's run time with and without the guard, and its stop latency).
+``stop``, ``preflight``, ``sharing`` (Scrapy and Playwright), ``import``, ``fleet``, ``handover``,
+``selenium`` (a Selenium script's run time with and without the guard, and its stop latency),
+``pwstarts`` (Playwright session starts: a new context and page per page load, guarded against unguarded).
 See docs/benchmarks.md for what each one measures and why.
 """
 
@@ -49,11 +50,11 @@ SITE_PAGES = 2000
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "selenium")
+BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "selenium", "pwstarts")
 FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "handover": 3,
-             "selenium": 5}
+             "selenium": 5, "pwstarts": 5}
 QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "handover": 1,
-              "selenium": 3}
+              "selenium": 3, "pwstarts": 3}
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -412,6 +413,78 @@ def bench_sharing(res: Results, tmp: Path, quick: bool, runs: int) -> None:
         res.add("sharing", f"getBalance calls, {label}, {iv:.1f} intervals", calls, "",
                 f"intervals +/- 3 in every run (unshared: {n} x {iv:.0f} = {n * round(iv)})", ok,
                 [r["calls"] for r in rows], note=f"median window {iv:.1f} intervals of {INTERVAL} s")
+
+
+# -- 8: Playwright session starts ---------------------------------------------------------------
+PWSTARTS_INTERVAL = 1.0  # the guard's interval here: a reading every second, each taking LATENCY
+
+
+def bench_pwstarts(res: Results, tmp: Path, quick: bool, runs: int) -> None:
+    """A script that opens a new context and page for every page load, guarded (interval 1 s,
+    getBalance answering in 300 ms) and unguarded, in interleaved pairs: both processes of a pair
+    run at once but take turns to load pages (slots of a few seconds), so both sample the same
+    moments of this shared machine and never compete with each other; who goes first alternates."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"no Chromium at {CHROMIUM}")
+    slot, per_side = (2.0, 5) if quick else (3.0, 8)
+    rows: dict[str, list[dict[str, Any]]] = {"sync": [], "async": []}
+    with sandbox() as sb, sites(2) as site_list:
+
+        def start(api: str, guarded: bool, site: LocalSite, turns: list[list[float]]) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                [sys.executable, str(HERE / "pw_starts_worker.py"), json.dumps({
+                    "guard": guarded, "key": KEY, "api_url": sb.url, "site_url": site.url,
+                    "interval": PWSTARTS_INTERVAL, "warmup": 5, "api": api, "chromium": CHROMIUM,
+                    "slots": turns})],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+
+        def result(proc: subprocess.Popen[str]) -> dict[str, Any]:
+            out, err = proc.communicate(timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"pw_starts_worker failed:\n{err[-3000:]}")
+            return dict(json.loads(out.strip().splitlines()[-1]))
+
+        for i in range(runs):
+            for api in ("sync", "async"):
+                # who goes first, and on which of the two identical sites, alternates
+                order = (False, True) if i % 2 == 0 else (True, False)
+                t0 = time.time() + 12  # both launched and warmed up by then
+                turns = {g: [[t0 + (2 * k + j) * slot, t0 + (2 * k + j + 1) * slot] for k in range(per_side)]
+                         for j, g in enumerate(order)}
+                procs = {g: start(api, g, site_list[j], turns[g]) for j, g in enumerate(order)}
+                pair = {("guard" if g else "none"): result(procs[g]) for g in order}
+                late = max(pair["none"].get("late", 0), pair["guard"].get("late", 0))
+                snap = pair["guard"].get("snapshot") or {}
+                admissions = pair["guard"]["admissions"]
+                row = {"order": ["guard" if g else "none" for g in order], "ratio": pair["guard"]["rate"] /
+                       pair["none"]["rate"], "none": pair["none"]["rate"], "guard": pair["guard"]["rate"],
+                       "loads": [pair["none"]["loads"], pair["guard"]["loads"]], "checks": snap.get("checks"),
+                       "check_failures": snap.get("check_failures"), "starts": len(admissions),
+                       "admission_max_ms": max(admissions) * 1000, "admission_median_ms":
+                       median(admissions) * 1000, "late_s": late, "browser": pair["none"].get("browser_version")}
+                if row["checks"] is None or row["checks"] < 2 * slot * per_side / PWSTARTS_INTERVAL / 2:
+                    raise RuntimeError(f"the guarded run took only {row['checks']} readings")
+                rows[api].append(row)
+                print(f"    pair {i + 1}/{runs} ({api}): loads/s none {row['none']:.2f} guard {row['guard']:.2f} "
+                      f"-> {row['ratio']:.3f}; guard readings {row['checks']}, {row['starts']} starts admitted in "
+                      f"{row['admission_median_ms']:.3f} ms (longest {row['admission_max_ms']:.2f} ms)"
+                      + (f"; one side was {late:.1f} s late for a turn" if late > 0.5 else ""), flush=True)
+    res.details["pwstarts"] = {"slot_s": slot, "slots_per_side": per_side, "interval": PWSTARTS_INTERVAL,
+                               "latency": LATENCY, "pairs": rows}
+    for api, label in (("sync", "sync API"), ("async", "async API")):
+        ratios = [r["ratio"] for r in rows[api]]
+        ratio = median(ratios)
+        res.add("pwstarts", f"page loads/s with a new context + page each, guard / no guard, {label}",
+                round(ratio, 4), "", ">= 0.98", ratio >= 0.98, [round(x, 4) for x in ratios],
+                note=f"no guard {median([r['none'] for r in rows[api]]):.2f} loads/s, guard "
+                     f"{median([r['guard'] for r in rows[api]]):.2f}; interval {PWSTARTS_INTERVAL:g} s, "
+                     f"getBalance {LATENCY * 1000:.0f} ms, {per_side} turns of {slot:g} s per side")
+        longest = max(r["admission_max_ms"] for r in rows[api])
+        res.add("pwstarts", f"longest wait of a session start for the guard, {label} (every run)",
+                round(longest, 2), " ms", f"< {LATENCY * 1000:.0f} ms (never a getBalance round trip)",
+                longest < LATENCY * 1000, [round(r["admission_max_ms"], 2) for r in rows[api]],
+                note=f"{sum(r['starts'] for r in rows[api])} starts; median admission "
+                     f"{median([r['admission_median_ms'] for r in rows[api]]):.3f} ms")
 
 
 # -- 7: import cost -------------------------------------------------------------------------------
@@ -960,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
     funcs: dict[str, Callable[[Results, Path, bool, int], None]] = {
         "overhead": bench_overhead, "stop": bench_stop, "preflight": bench_preflight,
         "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "handover": bench_handover,
-        "selenium": bench_selenium}
+        "selenium": bench_selenium, "pwstarts": bench_pwstarts}
     # runs per benchmark: at least 3 for every median of a full run; a quick run keeps 3 where it is cheap
     bench_runs = dict(QUICK_RUNS if args.quick else FULL_RUNS)
     if args.runs:

@@ -1,6 +1,7 @@
 """A guarded Playwright script (async API) that runs offline against the VastCap sandbox.
 
     python examples/playwright_async.py
+    CHROMIUM_PATH=/path/to/chromium python examples/playwright_async.py     # a browser of your choice
 
 Three pages are browsed at once in one browser under ``async with guard(...)``. The sandbox balance
 drops to zero part-way; the guard's task on the script's own loop closes the browser, every
@@ -12,20 +13,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from vastcap_guard import GuardError, LowBalanceError
 from vastcap_guard.playwright import guard
 from vastcap_guard.sandbox import Sandbox
 from vastcap_guard.site import LocalSite
 
+# The browser: the one at $CHROMIUM_PATH, else Debian's /usr/bin/chromium, else Playwright's own
+# (`python -m playwright install chromium`, which needs the network once). As root, Chromium needs
+# --no-sandbox.
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or (SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else "")
 LAUNCH = (
-    {"executable_path": SYSTEM_CHROMIUM, "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]}
-    if os.path.exists(SYSTEM_CHROMIUM)
+    {"executable_path": CHROMIUM, "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]}
+    if CHROMIUM
     else {}
 )
+NO_BROWSER = (
+    "No browser for Playwright: install Playwright's own with `python -m playwright install chromium` "
+    "(it downloads it), or point this example at an installed Chromium or Chrome: "
+    "CHROMIUM_PATH=/path/to/chromium python {script}"
+)
+
+
+def no_browser(exc: Exception) -> bool:
+    """Playwright could not find the browser to launch (not installed, or a wrong path)."""
+    return "executable doesn't exist" in str(exc).lower()
 
 
 async def worker(browser: Browser, site: LocalSite, start: int, pages: int) -> int:
@@ -57,6 +74,11 @@ async def main() -> int:
         except GuardError as exc:
             print(f"refused: {exc.reason}: {exc}")
             return 1
+        except PlaywrightError as exc:
+            if not no_browser(exc):
+                raise
+            print(NO_BROWSER.format(script=sys.argv[0]), file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

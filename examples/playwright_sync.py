@@ -1,6 +1,7 @@
 """A guarded Playwright script (sync API) that runs offline against the VastCap sandbox.
 
     python examples/playwright_sync.py
+    CHROMIUM_PATH=/path/to/chromium python examples/playwright_sync.py     # a browser of your choice
 
 It starts the sandbox (a local VastCap API with a $10 account) and a local demo site, then browses
 the site under ``vastcap_guard.playwright.guard``. Half-way through, the sandbox balance drops to
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
 from vastcap_guard import GuardError, LowBalanceError
@@ -22,13 +25,26 @@ from vastcap_guard.playwright import guard
 from vastcap_guard.sandbox import Sandbox
 from vastcap_guard.site import LocalSite
 
-# Debian's chromium when Playwright's own browser is not installed
+# The browser: the one at $CHROMIUM_PATH, else Debian's /usr/bin/chromium, else Playwright's own
+# (`python -m playwright install chromium`, which needs the network once). As root, Chromium needs
+# --no-sandbox.
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or (SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else "")
 LAUNCH = (
-    {"executable_path": SYSTEM_CHROMIUM, "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]}
-    if os.path.exists(SYSTEM_CHROMIUM)
+    {"executable_path": CHROMIUM, "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]}
+    if CHROMIUM
     else {}
 )
+NO_BROWSER = (
+    "No browser for Playwright: install Playwright's own with `python -m playwright install chromium` "
+    "(it downloads it), or point this example at an installed Chromium or Chrome: "
+    "CHROMIUM_PATH=/path/to/chromium python {script}"
+)
+
+
+def no_browser(exc: Exception) -> bool:
+    """Playwright could not find the browser to launch (not installed, or a wrong path)."""
+    return "executable doesn't exist" in str(exc).lower()
 
 
 def main() -> int:
@@ -59,6 +75,11 @@ def main() -> int:
         except GuardError as exc:
             print(f"refused: {exc.reason}: {exc}")
             return 1
+        except PlaywrightError as exc:
+            if not no_browser(exc):
+                raise
+            print(NO_BROWSER.format(script=sys.argv[0]), file=sys.stderr)
+            return 2
         print(f"finished without a stop ({len(titles)} pages)")
         return 1
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, and every pytest run (core, Scrapy in each reactor mode,
-# Scrapy's oldest supported version, real headless Chromium through Playwright and Selenium). Installs
-# what it needs.
+# Scrapy's and Playwright's oldest supported versions, an install with only a Playwright fork,
+# camoufox, real headless Chromium through Playwright and Selenium). Installs what it needs.
 # Usage: scripts/test.sh [extra pytest args for the main run]
 source "$(dirname "$0")/_env.sh"
 
 SCRAPY_MIN="${VASTCAP_SCRAPY_MIN:-2.13.4}"   # the oldest Scrapy we support (pyproject: scrapy>=2.13)
+# the oldest Playwright we support (pyproject: playwright>=1.40; on Python 3.13, >=1.48: older ones
+# pin a greenlet that does not build there)
+PLAYWRIGHT_MIN="${VASTCAP_PLAYWRIGHT_MIN:-$(python3 -c 'import sys; print("1.48.0" if sys.version_info >= (3, 13) else "1.40.0")')}"
 
 ensure_project_env
 
@@ -103,6 +106,51 @@ if [ -d tests/scrapy ] && [ "${VASTCAP_SKIP_SCRAPY_MIN:-}" != "1" ]; then
   if [ -d tests/twisted ]; then
     run_pytest "Scrapy $SCRAPY_MIN in-process" "$MINV/bin/python" -m pytest --reactor=asyncio tests/twisted
   fi
+fi
+
+# The oldest supported Playwright, in its own virtualenv: the whole of tests/playwright (about a
+# minute and a half), alone (no other browser run at the same time). Forks cannot share this
+# virtualenv (Playwright 1.40 pins greenlet 3.0.1, the forks need 3.1+): they have their own below.
+if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_PLAYWRIGHT_MIN:-}" != "1" ]; then
+  PWV="$ROOT/.venv-playwright-min"
+  make_venv "$PWV"
+  if [ "$("$PWV/bin/python" -c 'from importlib.metadata import version; print(version("playwright"))' 2>/dev/null)" \
+      != "$PLAYWRIGHT_MIN" ]; then
+    log "installing Playwright $PLAYWRIGHT_MIN into $PWV"
+    "$PWV/bin/python" -m pip install -q -e . "playwright==$PLAYWRIGHT_MIN" "pytest>=8" "pytest-asyncio>=0.23"
+  fi
+  run_pytest "Playwright $PLAYWRIGHT_MIN" "$PWV/bin/python" -m pytest -p no:twisted tests/playwright
+fi
+
+# Only a fork installed (patchright, no playwright), in its own virtualenv: the adapter imports, and
+# the fork's scripts are checked, tracked and stopped like Playwright's (under a minute).
+if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_FORK_ONLY:-}" != "1" ]; then
+  FOV="$ROOT/.venv-fork-only"
+  make_venv "$FOV"
+  if ! "$FOV/bin/python" -c 'import importlib.metadata as m; [m.version(d) for d in ("vastcap-guard", "patchright", "pytest")]' \
+      2>/dev/null; then
+    log "installing patchright (and no Playwright) into $FOV"
+    "$FOV/bin/python" -m pip install -q -e . patchright "pytest>=8" "pytest-asyncio>=0.23"
+  fi
+  if "$FOV/bin/python" -c 'import playwright.sync_api' 2>/dev/null; then
+    die "$FOV must not hold Playwright (it tests an install with only a fork)"
+  fi
+  run_pytest "patchright only" "$FOV/bin/python" -m pytest -p no:twisted tests/playwright/test_playwright_fork_only.py \
+    tests/playwright/test_playwright_forks.py tests/playwright/test_playwright_exit_noise.py \
+    tests/playwright/test_playwright_private_api.py
+fi
+
+# camoufox, in its own virtualenv (it requires playwright<1.63): its launch helpers and context
+# manager go through the guard's hooks (its browser cannot be downloaded here; a few seconds).
+if [ -d tests/playwright ] && [ "${VASTCAP_SKIP_CAMOUFOX:-}" != "1" ]; then
+  CFV="$ROOT/.venv-camoufox"
+  make_venv "$CFV"
+  if ! "$CFV/bin/python" -c 'import importlib.metadata as m; [m.version(d) for d in ("vastcap-guard", "camoufox", "pytest")]' \
+      2>/dev/null; then
+    log "installing camoufox into $CFV"
+    "$CFV/bin/python" -m pip install -q -e . camoufox "pytest>=8" "pytest-asyncio>=0.23"
+  fi
+  run_pytest "camoufox" "$CFV/bin/python" -m pytest -p no:twisted tests/playwright/test_playwright_camoufox.py
 fi
 
 log "all checks passed"

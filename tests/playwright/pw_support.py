@@ -13,14 +13,21 @@ only when neither exists.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
+GUARDED_SCRIPT = Path(__file__).with_name("guarded_script.py")
+#: what Python prints at exit when a stopped sync script leaves Playwright's closes unfinished
+EXIT_NOISE = ("Task was destroyed", "never retrieved", "Traceback")
 SYSTEM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -101,6 +108,18 @@ def assert_gone(marker: str) -> None:
 
 def guard_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("vastcap-guard-poller")]
+
+
+def run_guarded_script(cfg: dict[str, Any], timeout: float = 120) -> tuple[dict[str, Any], str]:
+    """Run ``guarded_script.py`` with ``cfg`` in a child process: (its JSON result, its stderr)."""
+    proc = subprocess.run([sys.executable, str(GUARDED_SCRIPT), json.dumps(cfg)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"the script failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def exit_noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(n in line for n in EXIT_NOISE)]
 
 
 def set_balance_when(event: threading.Event, sandbox: Any, key: str, balance: object) -> threading.Thread:

@@ -3,7 +3,8 @@
 An async-API object is closed on its own event loop (a task there, or
 ``run_coroutine_threadsafe`` from the poller thread). A sync-API object belongs to the script's
 thread: the close is scheduled on Playwright's own loop (:mod:`._private`), which runs whenever
-the script is inside a Playwright call, and finished in the script's thread when the scope ends.
+the script is inside a Playwright call, and is finished (drained) in the script's thread before
+``with sync_playwright()`` ends (a hook on its ``__exit__``) and when the scope ends.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import GuardError
 from . import _flavors
-from ._private import PrivateApiChanged, schedule_sync_close
+from ._private import PrivateApiChanged, drain_sync_closes, schedule_sync_close
 
 __all__ = ["Browsers"]
 
@@ -25,7 +27,7 @@ logger = logging.getLogger("vastcap_guard.playwright")
 
 T = TypeVar("T")
 
-#: how long leaving a stopped async scope waits for its browsers to close
+#: how long leaving a stopped scope (or ``with sync_playwright()``) waits for its browsers to close
 CLOSE_WAIT = 15.0
 
 
@@ -55,7 +57,11 @@ class _Target:
     kind: str  # "sync" or "async"
     #: the loop an async object belongs to
     loop: asyncio.AbstractEventLoop | None
+    #: the thread that started (or watched) it: a sync object can only be used there
+    thread: int = field(default_factory=threading.get_ident)
     closing: bool = False
+    #: sync: the close scheduled on Playwright's loop (None: not scheduled)
+    future: concurrent.futures.Future[Any] | None = None
 
 
 class Browsers:
@@ -64,6 +70,7 @@ class Browsers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._targets: list[_Target] = []
+        #: async closes under way (tasks on the script's loop, or futures from the poller thread)
         self._pending: list[asyncio.Future[Any] | concurrent.futures.Future[Any]] = []
         self._closing_all = False
         self._private_warned = False
@@ -126,9 +133,8 @@ class Browsers:
                         "closed when the guarded code ends.", exc,
                     )
                 return
-            if future is not None:
-                with self._lock:
-                    self._pending.append(future)
+            with self._lock:
+                target.future = future
             return
         loop = target.loop
         if loop is None or loop.is_closed():
@@ -147,23 +153,38 @@ class Browsers:
         with self._lock:
             self._pending.append(cfuture)
 
+    def drain_sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """In the script's thread: let the closes scheduled on Playwright's loop (``loop``, or
+        every loop) finish before the connection goes away (see :func:`._private.drain_sync_closes`).
+
+        Called when a stopped scope ends and by the hook on ``sync_playwright()``'s ``__exit__``.
+        Only objects of this thread: another thread's Playwright cannot be run from here.
+        """
+        me = threading.get_ident()
+        with self._lock:
+            targets = [t for t in self._targets if t.kind == "sync" and t.thread == me and t.future is not None
+                       and not t.future.done() and (loop is None or getattr(t.obj, "_loop", None) is loop)]
+        deadline = time.monotonic() + CLOSE_WAIT
+        for target in targets:
+            assert target.future is not None
+            drain_sync_closes(target.obj, [target.future], deadline)
+
     def finish_sync(self, error: GuardError) -> None:
         """Leaving a stopped sync scope: finish closing in the script's thread, Playwright's owner."""
         self.close_all(error)
+        self.drain_sync()
         reason = close_reason(error)
+        me = threading.get_ident()
         with self._lock:
-            targets = [t for t in self._targets if t.kind == "sync"]
-            pending = [f for f in self._pending if isinstance(f, concurrent.futures.Future)]
+            # what the background could not close (private API changed, or the close is still
+            # running): close it the public way, here
+            targets = [t for t in self._targets if t.kind == "sync" and t.thread == me
+                       and (t.future is None or not t.future.done())]
         for target in targets:
             try:
-                # runs Playwright's loop, so a close scheduled from the poller thread completes too
                 target.obj.close(reason=reason)
             except Exception:
                 logger.debug("closing %s failed", type(target.obj).__name__, exc_info=True)
-        for future in pending:
-            # collect what the background closes ended with, so nothing is left unretrieved
-            if future.done() and not future.cancelled():
-                future.exception()
 
     async def finish_async(self, error: GuardError, loop: asyncio.AbstractEventLoop | None) -> None:
         self.close_all(error)

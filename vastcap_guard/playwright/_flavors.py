@@ -37,16 +37,31 @@ class Flavor:
     def api(self, kind: str) -> ModuleType:
         return self.sync_api if kind == "sync" else self.async_api
 
+    def sync_context_manager(self) -> type | None:
+        """``sync_playwright()``'s class, whose ``__exit__`` tears the connection down (private
+        module path, the same in Playwright 1.40-1.65 and its forks); ``None`` if it moved."""
+        try:
+            module = importlib.import_module(f"{self.name}.sync_api._context_manager")
+        except ImportError:
+            return None
+        cls = getattr(module, "PlaywrightContextManager", None)
+        return cls if isinstance(cls, type) else None
+
 
 def installed_names() -> list[str]:
-    """The distributions that can be imported here (without importing them)."""
+    """The distributions that can be imported here (without importing them).
+
+    A directory that merely has the name (a project's own ``playwright/`` folder of tests, on
+    ``sys.path``) is a namespace package, not a distribution: it does not count.
+    """
     found = []
     for name in DISTRIBUTIONS:
         try:
-            if importlib.util.find_spec(name) is not None:
-                found.append(name)
+            spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             continue
+        if spec is not None and spec.origin is not None and spec.has_location:
+            found.append(name)
     return found
 
 
@@ -76,3 +91,4 @@ def kind_of(obj: Any) -> tuple[str, str] | None:
             if isinstance(obj, _classes(kind, cls_name)):
                 return kind, cls_name
     return None
+

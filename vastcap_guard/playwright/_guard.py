@@ -134,6 +134,12 @@ class _Scope:
         """A session the hooks saw start: track it; if the guard stopped meanwhile, close it and raise."""
         self.watch(obj)
 
+    def drain_sync(self, loop: Any) -> None:
+        """``with sync_playwright()`` is ending inside this scope: let the closes this scope
+        scheduled on its loop finish first (see :meth:`Browsers.drain_sync`)."""
+        if self.run.tripped is not None:
+            self.browsers.drain_sync(loop)
+
     def watch(self, obj: T) -> T:
         target = self.browsers.track(obj, self._loop)
         error = self.run.tripped

@@ -6,18 +6,25 @@ The wrappers are installed on the public classes of both APIs of Playwright and 
 context variable says which guard scopes the *calling* code runs in: a call made outside every
 scope (another thread, another asyncio task started outside the guard) goes straight to the
 original method.
+
+One more wrapper goes on each flavor's ``sync_playwright()`` class, ``__exit__``: there the
+scopes of the calling code finish the closes they scheduled on that Playwright's loop before it
+tears its connection down (:meth:`Scope.drain_sync`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _flavors
+
+logger = logging.getLogger("vastcap_guard.playwright")
 
 __all__ = ["HOOKED", "Scope", "acquire", "current_scopes", "installed", "push", "release", "reset"]
 
@@ -31,6 +38,8 @@ class Scope(Protocol):
     async def check_start_async(self) -> None: ...
 
     def track_started(self, obj: Any) -> None: ...
+
+    def drain_sync(self, loop: Any) -> None: ...
 
 
 #: class name -> methods that start a browser session
@@ -93,6 +102,28 @@ def _async_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _exit_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``PlaywrightContextManager.__exit__``: drain the closes of the calling code's scopes first.
+
+    ``with sync_playwright()`` binds ``__exit__`` when the block starts, so this wrapper may run
+    after every scope has ended (then it does nothing), and the original runs whatever happens.
+    """
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any) -> Any:
+        scopes = _scopes.get()
+        if scopes and not getattr(self, "_exit_was_called", False):
+            loop = getattr(self, "_loop", None)
+            for scope in scopes:
+                try:
+                    scope.drain_sync(loop)
+                except Exception:  # never keep Playwright from stopping
+                    logger.debug("finishing the guard's closes failed", exc_info=True)
+        return original(self, *args)
+
+    return wrapper
+
+
 Maker = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -108,6 +139,9 @@ def targets() -> list[tuple[type, str, Maker]]:
                 for name in methods:
                     if hasattr(cls, name):
                         out.append((cls, name, make))
+        manager = flavor.sync_context_manager()
+        if manager is not None and "__exit__" in manager.__dict__:
+            out.append((manager, "__exit__", _exit_wrapper))
     return out
 
 
