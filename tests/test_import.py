@@ -1,4 +1,4 @@
-"""``import vastcap_guard`` stays light: no Scrapy, Twisted or Playwright."""
+"""``import vastcap_guard`` stays light: no Scrapy, Twisted, Playwright or Crawlee."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 def test_core_import_pulls_no_framework() -> None:
     code = (
         "import sys, vastcap_guard, vastcap_guard.sandbox, vastcap_guard.cli, vastcap_guard.signals, vastcap_guard.site;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'scrapy', 'twisted', 'playwright', 'greenlet'});"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'scrapy', 'twisted', 'playwright', 'greenlet', 'crawlee'});"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
