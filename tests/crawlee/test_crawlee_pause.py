@@ -187,3 +187,39 @@ async def test_answers_about_the_account_still_stop_at_once_in_pause_mode(
     errors = guard_records(caplog, logging.ERROR)
     assert len(errors) == 1 and g.tripped is not None and g.tripped.reason in errors[0].getMessage()
     assert_no_traceback(caplog)
+
+
+async def test_a_spend_refused_during_a_pause_does_not_stop_the_crawl(
+    sandbox: Sandbox, site: LocalSite, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler in flight when the pause begins asks to spend: ensure_funds refuses (the handler
+    fails and Crawlee retries its request after the top-up); the crawl stays paused, not stopped."""
+    caplog.set_level(logging.INFO)
+    crawler = make_crawler("parsel", await fresh_queue(), concurrency=1)
+    handled: list[str] = []
+    refused: list[str] = []
+    g = guard_crawler(crawler, KEY, api_url=sandbox.url, interval=0.1, on_low_balance="pause")
+
+    async def pay(ctx: Any) -> None:
+        if len(handled) == 6 and not refused:
+            sandbox.set_balance(KEY, 0)
+            await until(lambda: g.paused)
+            try:
+                await g.ensure_funds("0.002")
+            except LowBalanceError as exc:
+                refused.append(exc.reason)
+                raise
+        await g.ensure_funds("0.002")
+
+    follow_links(crawler, handled, before=pay)
+    async with g:
+        crawl = asyncio.ensure_future(crawler.run([site.url]))
+        await until(lambda: bool(refused))
+        await checks_go_on(sandbox)
+        assert g.paused and g.tripped is None and not crawl.done()
+        sandbox.set_balance(KEY, 10)
+        stats: Any = await asyncio.wait_for(crawl, 60)
+    assert refused == ["vastcap_low_balance"] and g.tripped is None
+    assert stats.requests_failed == 0 and sorted(set(handled)) == sorted(all_paths(site))
+    assert guard_records(caplog, logging.ERROR) == []
+    assert_no_traceback(caplog)
