@@ -205,7 +205,8 @@ class CrawlerGuard:
         """Account for ``cost`` USD about to be spent; return the projected balance.
 
         Raises (and stops the crawl with) the :class:`~vastcap_guard.GuardError` when the account
-        cannot pay: low balance, spend cap, a stop decided before.
+        cannot pay: low balance, spend cap, a stop decided before. In pause mode a low balance
+        raises :class:`~vastcap_guard.LowBalanceError` without stopping the crawl.
         """
         if not self._active:
             raise RuntimeError("ensure_funds() works inside the guard's `async with` block.")
