@@ -152,7 +152,8 @@ class CrawlerGuard:
                 await page.close()  # else it stays open, counted against the browser, until the crawl ends
         ctx.request.retry_count -= 1  # Crawlee adds it back when it reclaims the request
         reason = run.tripped.reason if run.tripped is not None else LowBalanceError.reason
-        raise RequestHeld(WORDING.held(reason, paused=run.tripped is None))
+        why = WORDING.held(reason, paused=run.tripped is None)
+        raise RequestHeld(why)  # Crawlee's retry line quotes this source line
 
     async def _launch_gate(self, page_id: str, plugin: Any) -> None:
         """PlaywrightCrawler: no browser starts after a stop."""
