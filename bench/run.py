@@ -48,9 +48,11 @@ INTERVAL = 0.5  # guard check interval (s)
 SITE_PAGES = 2000
 CHROMIUM = "/usr/bin/chromium"
 
-BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "crawlee")
-FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "crawlee": 5}
-QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "crawlee": 3}
+BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "crawlee")
+FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "handover": 3,
+             "crawlee": 5}
+QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "handover": 1,
+              "crawlee": 3}
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -633,6 +635,82 @@ def bench_fleet(res: Results, tmp: Path, quick: bool, runs: int, kind: str = "au
                 [fmt3(r["solo"]["stop_all"]) for r in data])
 
 
+# -- issue 13: a SIGKILLed fleet poller is replaced on the lease heartbeat --------------------------
+def lease_holder(redis_url: str, api_url: str) -> str | None:
+    import redis
+
+    from vastcap_guard._secrets import key_id
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        raw = r.get(f"vastcap-guard:{key_id(KEY, api_url)}:lease")
+        return raw.decode() if raw is not None else None
+    finally:
+        r.close()
+
+
+def handover_round(sb: Sandbox, redis_url: str, interval: float, members: int = 3) -> dict[str, Any]:
+    """Start a fleet, SIGKILL the member holding the lease, time until another member holds it."""
+    sb.set_balance(KEY, "10")
+    first = Member({"api_url": sb.url, "key": KEY, "shared_state": redis_url, "interval": interval})
+    rest: list[Member] = []
+    try:
+        if not wait_until(lambda: first.started and lease_holder(redis_url, sb.url) is not None, 60):
+            raise RuntimeError("the first fleet member never took the lease: " + first.stderr[-500:])
+        holder = lease_holder(redis_url, sb.url)
+        rest = [Member({"api_url": sb.url, "key": KEY, "shared_state": redis_url, "interval": interval})
+                for _ in range(members - 1)]
+        if not wait_until(lambda: all(m.started for m in rest), 60):
+            raise RuntimeError("fleet members did not start")
+        time.sleep(1.5)
+        if lease_holder(redis_url, sb.url) != holder:
+            raise RuntimeError("the lease moved before the kill")
+        first.proc.kill()  # SIGKILL: no goodbye, the lease is left to expire
+        killed = time.monotonic()
+        replaced = wait_until(lambda: lease_holder(redis_url, sb.url) not in (None, holder), 2 * interval + 60)
+        took = time.monotonic() - killed if replaced else None
+        calls = None
+        if replaced and interval <= 1.0:
+            # after the hand-over one member polls: one call per interval, not one per member
+            t0 = time.monotonic()
+            time.sleep(10 * interval)
+            calls = sum(1 for c in sb.calls("getBalance") if t0 <= c.monotonic < t0 + 10 * interval)
+        return {"interval": interval, "seconds": took, "calls_in_10_intervals": calls}
+    finally:
+        first.finish()
+        for m in rest:
+            m.finish()
+
+
+def bench_handover(res: Results, tmp: Path, quick: bool, runs: int) -> None:
+    intervals = [1.0, 60.0] if quick else [1.0, 10.0, 60.0, 300.0]
+    rows: dict[float, list[float | None]] = {iv: [] for iv in intervals}
+    after: list[int] = []
+    with contextlib.ExitStack() as stack:
+        sb = stack.enter_context(sandbox(latency=0))
+        redis_url = stack.enter_context(redis_server(tmp))
+        for i in range(runs):
+            for iv in intervals:
+                out = handover_round(sb, redis_url, iv)
+                rows[iv].append(out["seconds"])
+                if out["calls_in_10_intervals"] is not None:
+                    after.append(out["calls_in_10_intervals"])
+                print(f"    run {i + 1}/{runs}: interval {iv:g} s: poller SIGKILLed -> replaced in "
+                      f"{fmt3(out['seconds'])} s; calls in the next 10 intervals: {out['calls_in_10_intervals']}",
+                      flush=True)
+    res.details["handover"] = {"seconds": {str(k): v for k, v in rows.items()}, "calls_after": after}
+    if after:
+        res.add("handover", "getBalance calls in the 10 intervals after the hand-over (3 members, 1 s)",
+                int(median(after)), "", "10 +/- 2 in every run (one poller, not several)",
+                all(8 <= c <= 12 for c in after), after)
+    for iv, took in rows.items():
+        ok = all(t is not None for t in took)
+        res.add("handover", f"fleet poller SIGKILLed -> another member holds the lease, interval {iv:g} s",
+                round(median([t for t in took if t is not None]), 3) if ok else None, " s",
+                "<= 5 s in every run", ok and max(t for t in took if t is not None) <= 5.0,
+                [fmt3(t) for t in took])
+
+
 # -- Crawlee: run time and stop latency ---------------------------------------------------------------
 def crawlee_crawl(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
     """``bench/crawlee_worker.py`` in a child process (a fresh Crawlee: its storages are per process)."""
@@ -829,7 +907,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     funcs: dict[str, Callable[[Results, Path, bool, int], None]] = {
         "overhead": bench_overhead, "stop": bench_stop, "preflight": bench_preflight,
-        "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "crawlee": bench_crawlee}
+        "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "handover": bench_handover,
+        "crawlee": bench_crawlee}
     # runs per benchmark: at least 3 for every median of a full run; a quick run keeps 3 where it is cheap
     bench_runs = dict(QUICK_RUNS if args.quick else FULL_RUNS)
     if args.runs:

@@ -44,9 +44,36 @@ for d in vastcap_guard tests examples bench; do [ -d "$d" ] && lint_dirs+=("$d")
 log "mypy (strict, on the package)"
 "$PY" -m mypy
 
+# The release check runs beside the main pytest run (about 30 s, mostly a pip install from pip's
+# cache): build the sdist and wheel without warnings, twine check, the sdist's contents, and the
+# wheel installed into a fresh virtualenv running `vastcap-guard --version`, `sandbox` + `check`
+# and `demo` from a temporary directory. See scripts/check_dist.sh.
+DIST_PID=""
+if [ "${VASTCAP_SKIP_DIST:-}" != "1" ]; then
+  DIST_LOG="$(mktemp "${TMPDIR:-/tmp}/vastcap-dist-log.XXXXXX")"
+  log "release check: started in the background (log: $DIST_LOG)"
+  bash scripts/check_dist.sh >"$DIST_LOG" 2>&1 &
+  DIST_PID=$!
+  trap '[ -n "$DIST_PID" ] && kill "$DIST_PID" 2>/dev/null; true' EXIT
+fi
+
 # No reactor in this run (pytest-twisted off): core, CLI, sandbox, Playwright, Scrapy end to end
-# (each crawl in its own process, in every reactor mode).
-run_pytest "main" "$PY" -m pytest -p no:twisted tests --ignore=tests/twisted "$@"
+# (each crawl in its own process, in every reactor mode). Most tests wait on crawls, browsers and
+# intervals rather than compute, so several workers share 2 cores well; a module runs in one worker.
+WORKERS="${VASTCAP_TEST_WORKERS:-3}"
+run_pytest "main" "$PY" -m pytest -p no:twisted tests --ignore=tests/twisted -n "$WORKERS" --dist loadfile "$@"
+
+if [ -n "$DIST_PID" ]; then
+  log "release check: waiting for it"
+  set +e
+  wait "$DIST_PID"
+  rc=$?
+  set -e
+  DIST_PID=""
+  cat "$DIST_LOG" >&2
+  rm -f "$DIST_LOG"
+  [ $rc -ne 0 ] && die "the release check (scripts/check_dist.sh) failed with exit code $rc"
+fi
 
 # In-process Scrapy tests driven by pytest-twisted on the asyncio reactor.
 if [ -d tests/twisted ]; then

@@ -212,3 +212,10 @@ def test_watch_updates_one_line_on_a_terminal(sandbox: Sandbox) -> None:
     text = out.decode()
     assert text.count("\r") >= 3 and text.count("balance $10.25") == 3
     assert text.rstrip("\r\n").count("\n") == 0  # one line, rewritten in place
+
+
+def test_version_is_the_package_version() -> None:
+    import vastcap_guard
+
+    p = run(["--version"])
+    assert p.returncode == 0 and p.stdout.strip() == f"vastcap-guard {vastcap_guard.__version__}"

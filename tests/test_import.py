@@ -26,3 +26,16 @@ def test_public_api_names() -> None:
     assert {"vastcap_invalid_key", "vastcap_account_disabled", "vastcap_low_balance", "vastcap_budget_exceeded",
             "vastcap_api_unavailable", "vastcap_api_error"} <= reasons
     assert all(issubclass(c, vastcap_guard.GuardError) for c in vastcap_guard.REASONS.values())
+
+
+def test_metrics_stay_optional() -> None:
+    """The CLI imports prometheus-client only for --metrics-port; the metrics module imports no framework."""
+    code = (
+        "import sys, vastcap_guard, vastcap_guard.cli;"
+        "print('prometheus_client' in sys.modules);"
+        "import vastcap_guard.metrics;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'scrapy', 'twisted', 'playwright', 'greenlet'});"
+        "print('prometheus_client' in sys.modules, ','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[:2] == ["False", "True "]

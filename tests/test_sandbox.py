@@ -31,7 +31,8 @@ def test_solving_debits_the_price(sandbox: Sandbox) -> None:
         task_id = post(sandbox, "createTask", clientKey=KEY, task=task)["taskId"]
         result = post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)
         assert result["status"] == "ready" and "gRecaptchaResponse" in result["solution"]  # type: ignore[operator]
-        post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)  # asking again costs nothing
+        again = post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)  # asking again costs nothing
+        assert again == result  # and answers the same solution
     assert sandbox.balance(KEY) == Decimal("10.25") - 5 * Decimal("0.002")
 
 
@@ -48,8 +49,9 @@ def test_insufficient_balance_refuses_tasks(sandbox: Sandbox) -> None:
     assert out["error"]["errorCode"] == "ERROR_INSUFFICIENT_BALANCE"  # type: ignore[index]
 
 
-def test_unknown_task(sandbox: Sandbox) -> None:
-    assert post(sandbox, "getTaskResult", clientKey=KEY, taskId="x")["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
+@pytest.mark.parametrize("task_id", ["x", None, 7, ["x"], {"id": "x"}])
+def test_unknown_task(sandbox: Sandbox, task_id: object) -> None:
+    assert post(sandbox, "getTaskResult", clientKey=KEY, taskId=task_id)["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
 
 
 def test_faults_times_and_every(sandbox: Sandbox) -> None:
@@ -126,3 +128,44 @@ def test_a_stopped_sandbox_answers_nothing_even_on_kept_alive_connections() -> N
     sb.stop()
     with pytest.raises(requests.ConnectionError):
         session.post(f"{url}/getBalance", json={"clientKey": sb.key}, timeout=5)
+
+
+def test_ipv6_loopback_is_served() -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with Sandbox({KEY: "1"}, host="::1") as sb:
+        assert sb.url.startswith("http://[::1]:")
+        assert post(sb, "getBalance", clientKey=KEY) == {"balance": 1.0}
+
+
+def test_the_documented_contract_of_spending() -> None:
+    """docs/sandbox.md: createTask debits and reserves nothing; the first ready getTaskResult pays,
+    at the price of that moment; short of money it answers an error and can be paid after a top-up."""
+    other = "vc_OTHERKEY_s3cr3t_0a1b2c3d4e"
+    with Sandbox({KEY: "0.002", other: "1"}, price="0.002") as sb:
+        a = post(sb, "createTask", clientKey=KEY, task={"type": "RecaptchaV2TaskProxyless"})["taskId"]
+        b = post(sb, "createTask", clientKey=KEY, task={"type": "ImageToTextTask"})["taskId"]  # nothing reserved
+        assert sb.balance(KEY) == Decimal("0.002")  # a balance equal to the price is enough; no debit yet
+        assert post(sb, "getTaskResult", clientKey=other, taskId=a)["error"]["errorCode"] == "ERROR_TASK_NOT_FOUND"  # type: ignore[index]
+
+        assert post(sb, "getTaskResult", clientKey=KEY, taskId=a)["status"] == "ready"
+        assert sb.balance(KEY) == 0
+        short = post(sb, "getTaskResult", clientKey=KEY, taskId=b)
+        assert short["status"] == "error" and short["error"]["errorCode"] == "ERROR_INSUFFICIENT_BALANCE"  # type: ignore[index]
+        assert sb.balance(KEY) == 0
+        refused = post(sb, "createTask", clientKey=KEY, task={"type": "ImageToTextTask"})
+        assert refused["error"]["errorCode"] == "ERROR_INSUFFICIENT_BALANCE"  # type: ignore[index]
+
+        sb.set_balance(KEY, "1")
+        sb.price = Decimal("0.01")  # the price of the moment the result is collected
+        paid = post(sb, "getTaskResult", clientKey=KEY, taskId=b)
+        assert paid["status"] == "ready" and len(paid["solution"]["text"]) == 6  # type: ignore[index]
+        assert sb.balance(KEY) == Decimal("0.99")
+        turnstile = post(sb, "createTask", clientKey=KEY, task={"type": "TurnstileTaskProxyless"})["taskId"]
+        assert post(sb, "getTaskResult", clientKey=KEY, taskId=turnstile)["solution"]["token"].startswith("P1_")  # type: ignore[index]
+        assert sb.balance(KEY) == Decimal("0.98")

@@ -22,6 +22,7 @@ from .forecast import BurnRate, Forecast
 from .guard import Action, Guard, Reading, Verdict
 from .poller import Subscription, subscribe
 
+#: the one place the version is written: pyproject.toml reads it ([tool.setuptools.dynamic])
 __version__ = "0.1.0"
 
 __all__ = [

@@ -5,6 +5,7 @@ Shared by the sandbox and the local site so both start, stop and report their po
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,10 @@ class _QuietServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             return  # a client (a browser being closed, a timed-out poll) hung up mid-request
         super().handle_error(request, client_address)
+
+
+class _QuietServer6(_QuietServer):
+    address_family = socket.AF_INET6
 
 
 class ClosingAwareHandler(BaseHTTPRequestHandler):
@@ -69,7 +74,8 @@ class LoopbackServer:
             self._closing.clear()
             handler = self._handler()
             handler.owner = self
-            self._server = _QuietServer((self._host, self._port), handler)
+            server_class = _QuietServer6 if ":" in self._host else _QuietServer  # ::1 is IPv6
+            self._server = server_class((self._host, self._port), handler)
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name=self._thread_name, daemon=True)
             self._thread.start()

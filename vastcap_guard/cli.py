@@ -22,6 +22,7 @@ import json
 import logging
 import queue
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from ._secrets import mask_key
 from .client import BalanceClient
 from .config import DEFAULT_MIN_BALANCE, GuardConfig, clean_key
 from .errors import ConfigError, GuardError
@@ -196,6 +198,8 @@ def _flags(guard: Guard, verdict: Verdict) -> str:
 def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     cfg = _config(args, min_balance=args.min_balance, warn_balance=args.warn_balance,
                   interval=args.interval, max_failures=args.max_failures, warn_minutes=args.warn_minutes)
+    if args.metrics_host is not None and args.metrics_port is None:
+        raise ConfigError("--metrics-host needs --metrics-port.", setting="--metrics-host")
     verdicts: queue.Queue[Verdict] = queue.Queue()
     # readings come from the shared poller (on its fixed grid); each verdict is one line here
     run = GuardedRun(cfg, _wording("watch"), logger=_logger, on_verdict=verdicts.put)
@@ -204,7 +208,11 @@ def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     width = 0
+    metrics: Any = None
     try:
+        if args.metrics_port is not None:
+            metrics = _serve_metrics(run, args)
+            print(f"vastcap-guard: serving Prometheus metrics on {metrics.url}", file=stderr, flush=True)
         future = run.begin()
         if future is None:
             assert run.tripped is not None
@@ -236,9 +244,36 @@ def cmd_watch(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         return EXIT_INTERRUPTED
     finally:
         run.close()
+        if metrics is not None:
+            metrics.stop()
     if live:
         print(file=stdout)
     return EXIT_OK
+
+
+def _serve_metrics(run: GuardedRun, args: argparse.Namespace) -> Any:
+    """Serve ``/metrics`` for the watched account (prometheus-client is imported only here)."""
+    port = args.metrics_port
+    host = args.metrics_host or "127.0.0.1"
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port {port} is not a TCP port (0 to 65535; 0 picks a free one).",
+                          setting="--metrics-port")
+    try:
+        from .metrics import serve
+    except ImportError as exc:
+        if not (exc.name or "").startswith("prometheus_client"):
+            raise
+        raise ConfigError("--metrics-port needs prometheus-client: pip install 'vastcap-guard[metrics]'.",
+                          setting="--metrics-port") from None
+    try:
+        return serve(run, host, port)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--metrics-host {host!r} is not an address of this machine ({exc.strerror}).",
+                          setting="--metrics-host") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"cannot serve metrics on {host} port {port}: {why}. Choose another --metrics-port "
+                          "(or --metrics-host).", setting="--metrics-port") from None
 
 
 def _parse_account(text: str) -> tuple[str, str]:
@@ -252,21 +287,36 @@ def _parse_account(text: str) -> tuple[str, str]:
     return key, amount
 
 
-def cmd_sandbox(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from .sandbox import Sandbox
+#: the options of `vastcap-guard sandbox` that only serving takes (default None: "not given")
+_SERVE_OPTIONS = {"host": "--host", "port": "--port", "account": "--account", "disabled": "--disabled",
+                  "price": "--price", "solve_delay": "--solve-delay"}
 
+
+def cmd_sandbox(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from .sandbox import DEFAULT_PORT, Sandbox
+
+    if args.action is not None:
+        given = [flag for dest, flag in _SERVE_OPTIONS.items() if getattr(args, dest) is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: options for serving a sandbox (vastcap-guard sandbox "
+                              f"[OPTIONS]), not for `sandbox {args.action}`.", setting=given[0])
+        return int(args.action_func(args, stdout, stderr))
+    host = args.host or "127.0.0.1"
+    port = DEFAULT_PORT if args.port is None else args.port
     accounts = dict(args.account) if args.account else None
-    sandbox = Sandbox(accounts, disabled=args.disabled or (), price=args.price,
-                      solve_delay=args.solve_delay, host=args.host, port=args.port)
+    sandbox = Sandbox(accounts, disabled=args.disabled or (), price=args.price or "0.002",
+                      solve_delay=args.solve_delay or 0.0, host=host, port=port)
     try:
         sandbox.start()
     except OSError as exc:
-        print(f"vastcap-guard: cannot serve on {args.host}:{args.port}: {exc.strerror}", file=stderr)
+        print(f"vastcap-guard: cannot serve on {host}:{port}: {exc.strerror}", file=stderr)
         return 2
     print(f"VastCap sandbox serving {sandbox.url}", file=stdout)
     print(f"  export VASTCAP_API_URL={sandbox.url}", file=stdout)
     if accounts is None:
         print(f"  export VASTCAP_API_KEY={sandbox.key}   # the default account, $10", file=stdout)
+    print("  from another shell: vastcap-guard sandbox set-balance KEY AMOUNT, sandbox fault METHOD KIND, "
+          "sandbox calls (see vastcap-guard sandbox --help)", file=stdout)
     print("Press Ctrl-C to stop.", file=stdout, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -277,6 +327,211 @@ def cmd_sandbox(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
     finally:
         sandbox.stop()
     return EXIT_OK
+
+
+# -- controlling a running sandbox -----------------------------------------------------------------
+#: a sandbox control command could not reach a sandbox (or what answered is not one)
+EXIT_NO_SANDBOX = 1
+
+
+def _sandbox_client(args: argparse.Namespace) -> Any:
+    import os
+
+    from .sandbox import DEFAULT_URL, SandboxClient
+
+    url = args.api_url or os.environ.get("VASTCAP_API_URL") or DEFAULT_URL
+    where = "--api-url" if args.api_url else "VASTCAP_API_URL" if os.environ.get("VASTCAP_API_URL") else "the default"
+    try:
+        return SandboxClient(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}. Pass --api-url http://127.0.0.1:PORT/api/solver.",
+                          setting="--api-url") from None
+
+
+def _sandbox_key(args: argparse.Namespace) -> str:
+    import os
+
+    key = args.key or clean_key(os.environ.get("VASTCAP_API_KEY") or "")
+    if not key:
+        raise ConfigError(f"sandbox {args.action}: give the account's KEY (or set VASTCAP_API_KEY).",
+                          setting="KEY")
+    return key
+
+
+def _control(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, action: Any) -> int:
+    """Run one control request; its outcome as an exit code (0, 2 refused, 1 no sandbox)."""
+    from .sandbox import SandboxError
+
+    client = _sandbox_client(args)
+    try:
+        message = action(client)
+    except SandboxError as exc:
+        print(f"vastcap-guard: sandbox {args.action}: {exc}", file=stderr)
+        return 2 if exc.refused else EXIT_NO_SANDBOX
+    except ValueError as exc:
+        print(f"vastcap-guard: sandbox {args.action}: {exc}", file=stderr)
+        return 2
+    if message:
+        print(message, file=stdout)
+    return EXIT_OK
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
+    if not amount.is_finite():
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}")
+    return amount
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {text!r}")
+    return value
+
+
+def _http_status(text: str) -> int:
+    try:
+        code = int(text)
+    except ValueError:
+        code = 0
+    if not 100 <= code <= 599:
+        raise argparse.ArgumentTypeError(f"expected an HTTP status (100 to 599), got {text!r}")
+    return code
+
+
+def cmd_sandbox_set_balance(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    key = _sandbox_key(args)
+
+    def act(client: Any) -> str:
+        client.set_balance(key, args.amount)
+        return f"sandbox {client.base_url}: account {mask_key(key)} holds {format_usd(args.amount)}"
+
+    return _control(args, stdout, stderr, act)
+
+
+def cmd_sandbox_disable(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    key = _sandbox_key(args)
+    disabled = args.action == "disable"
+
+    def act(client: Any) -> str:
+        client.disable(key, disabled)
+        return f"sandbox {client.base_url}: account {mask_key(key)} {'disabled' if disabled else 'enabled'}"
+
+    return _control(args, stdout, stderr, act)
+
+
+def cmd_sandbox_fault(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    options = {name: getattr(args, name) for name in ("times", "every", "offset", "status", "delay", "body", "size")
+               if getattr(args, name) is not None}
+
+    def act(client: Any) -> str:
+        client.fault(args.method, args.kind, **options)
+        scope = (f"the next {args.times} call(s)" if args.times else "every call") + (
+            f", 1 in {args.every}" if args.every else "")
+        return f"sandbox {client.base_url}: {args.method} answers with fault {args.kind!r} ({scope})"
+
+    return _control(args, stdout, stderr, act)
+
+
+def cmd_sandbox_clear_faults(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    def act(client: Any) -> str:
+        client.clear_faults(args.method)
+        return f"sandbox {client.base_url}: faults cleared ({args.method or 'every method'})"
+
+    return _control(args, stdout, stderr, act)
+
+
+def cmd_sandbox_calls(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    import time as _time
+
+    def act(client: Any) -> str:
+        calls = client.calls(args.method)
+        if args.count:
+            return str(len(calls))
+        if args.json:
+            return "\n".join(json.dumps(c.__dict__, ensure_ascii=False) for c in calls)
+        lines = []
+        for c in calls:
+            stamp = _time.strftime("%H:%M:%S", _time.localtime(c.at)) + f".{int(c.at * 1000) % 1000:03d}"
+            lines.append(f"{stamp}  {c.method:<13}  {c.key}  {('fault ' + c.fault) if c.fault else 'ok'}")
+        return "\n".join(lines)
+
+    return _control(args, stdout, stderr, act)
+
+
+def cmd_sandbox_reset_calls(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    def act(client: Any) -> str:
+        client.reset_calls()
+        return f"sandbox {client.base_url}: call log cleared"
+
+    return _control(args, stdout, stderr, act)
+
+
+def _add_sandbox_actions(p: argparse.ArgumentParser) -> None:
+    from .sandbox import FAULT_KINDS, METHODS
+
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--api-url", default=None, metavar="URL",
+                     help="the sandbox's API URL (default: $VASTCAP_API_URL, else http://127.0.0.1:8787/api/solver)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION",
+                               title="control a running sandbox (vastcap-guard sandbox ACTION --help)")
+
+    def action(name: str, what: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, prog=f"vastcap-guard sandbox {name}", parents=[url], help=what)
+
+    a = action("set-balance", "set an account's balance (an unknown key is created)")
+    a.add_argument("key", nargs="?", metavar="KEY", help="the account (default: $VASTCAP_API_KEY)")
+    a.add_argument("amount", type=_usd, metavar="AMOUNT", help="the new balance in USD")
+    a.set_defaults(action_func=cmd_sandbox_set_balance)
+
+    for name, what in (("disable", "disable an account (getBalance answers ERROR_ACCOUNT_DISABLED)"),
+                       ("enable", "enable a disabled account again")):
+        a = action(name, what)
+        a.add_argument("key", nargs="?", metavar="KEY", help="the account (default: $VASTCAP_API_KEY)")
+        a.set_defaults(action_func=cmd_sandbox_disable)
+
+    a = action("fault", "make a method misbehave (newest fault first)")
+    a.add_argument("method", choices=METHODS, metavar="METHOD", help=", ".join(METHODS))
+    a.add_argument("kind", choices=FAULT_KINDS, metavar="KIND", help=", ".join(FAULT_KINDS))
+    a.add_argument("--times", type=_count, metavar="N", help="only the next N calls (default: every call)")
+    a.add_argument("--every", type=_count, metavar="N", help="only one call in N (the 1st, N+1th...)")
+    a.add_argument("--offset", type=int, metavar="N", help="with --every: shift which calls fail")
+    a.add_argument("--status", type=_http_status, metavar="CODE", help="HTTP status (status, html, body faults)")
+    a.add_argument("--delay", type=_seconds, metavar="SECONDS", help="seconds (latency; hang, default 30)")
+    a.add_argument("--body", metavar="TEXT", help="the exact body (status and body faults)")
+    a.add_argument("--size", type=_count, metavar="BYTES", help="body size of the huge fault (default 4 MiB)")
+    a.set_defaults(action_func=cmd_sandbox_fault)
+
+    a = action("clear-faults", "remove the faults (of one method, or all)")
+    a.add_argument("method", nargs="?", choices=METHODS, metavar="METHOD", help="only this method's faults")
+    a.set_defaults(action_func=cmd_sandbox_clear_faults)
+
+    a = action("calls", "print the sandbox's call log (keys masked)")
+    a.add_argument("--method", choices=METHODS, metavar="METHOD", help="only calls of this method")
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="one JSON object per call")
+    shown.add_argument("--count", action="store_true", help="print only how many calls")
+    a.set_defaults(action_func=cmd_sandbox_calls)
+
+    a = action("reset-calls", "empty the call log")
+    a.set_defaults(action_func=cmd_sandbox_reset_calls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,17 +577,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consecutive failed checks before exiting 14 (default 3; 0 never)")
     p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N checks (default: run on)")
     p.add_argument("--plain", action="store_true", help="plain log lines even on a terminal")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="also serve Prometheus metrics on http://HOST:PORT/metrics (needs the [metrics] extra)")
+    p.add_argument("--metrics-host", default=None, metavar="HOST",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 serves every interface)")
     p.set_defaults(func=cmd_watch, json=False)
 
-    p = sub.add_parser("sandbox", help="serve a local VastCap API for offline development")
-    p.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    p = sub.add_parser(
+        "sandbox", help="serve a local VastCap API for offline development, or control a running one",
+        usage="%(prog)s [--host HOST] [--port PORT] [--account KEY=BALANCE] [--disabled KEY] [--price USD] "
+              "[--solve-delay SECONDS]\n       %(prog)s ACTION [--api-url URL] ...",
+        description="Without ACTION: serve a local VastCap API until Ctrl-C. With ACTION: change a running "
+                    "sandbox (the one at --api-url, $VASTCAP_API_URL or http://127.0.0.1:8787/api/solver).",
+    )
+    p.add_argument("--host", default=None, help="loopback address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8787; 0 picks a free one)")
     p.add_argument("--account", action="append", type=_parse_account, metavar="KEY=BALANCE",
                    help="an account (repeatable); default: one $10 account")
     p.add_argument("--disabled", action="append", metavar="KEY", help="a disabled account (repeatable)")
-    p.add_argument("--price", default="0.002", metavar="USD", help="price of one solved task (default 0.002)")
-    p.add_argument("--solve-delay", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--price", default=None, metavar="USD", help="price of one solved task (default 0.002)")
+    p.add_argument("--solve-delay", type=float, default=None, metavar="SECONDS",
                    help="seconds before a task is ready (default 0)")
+    _add_sandbox_actions(p)
     p.set_defaults(func=cmd_sandbox)
 
     # listed for --help; main() hands `demo ...` to vastcap_guard.demo before parsing
@@ -361,6 +627,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         return _fail(exc, args, err, out)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`vastcap-guard sandbox calls | head`): no traceback, and none at exit
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,14 @@
 """pytest plugin (registered through the ``pytest11`` entry point): the ``vastcap_sandbox`` fixture.
 
-Use it to test your own spiders and scripts offline::
+Use it to test your own spiders and scripts offline, with :func:`vastcap_guard.testing.run_spider`
+(each crawl runs in a child process: Twisted's reactor cannot restart)::
 
-    def test_my_spider_stops(vastcap_sandbox):
+    from vastcap_guard.testing import run_spider
+
+    def test_my_spider_refuses_to_start(vastcap_sandbox):
         vastcap_sandbox.set_balance(vastcap_sandbox.key, 0)
-        settings = {"VASTCAP_API_URL": vastcap_sandbox.url, "VASTCAP_API_KEY": vastcap_sandbox.key}
-        ...
+        result = run_spider("myproject.spiders.shop:ShopSpider", sandbox=vastcap_sandbox)
+        assert result.finish_reason == "vastcap_low_balance"
 
 The fixture is a started :class:`vastcap_guard.sandbox.Sandbox` with one account
 (``vastcap_sandbox.key``, balance $10, price $0.002 per solved task), stopped after the test.

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ._secrets import mask_key
 from ._server import ClosingAwareHandler, LoopbackServer
 
-__all__ = ["METHODS", "Call", "Fault", "FaultKind", "Sandbox"]
+__all__ = ["DEFAULT_URL", "METHODS", "Call", "Fault", "FaultKind", "Sandbox", "SandboxClient", "SandboxError"]
 
 logger = logging.getLogger("vastcap_guard.sandbox")
 
@@ -36,6 +36,13 @@ DEFAULT_KEY = "vc_sandbox_0000000000000000"
 
 #: where the API is served, as on the real host
 API_PATH = "/api/solver"
+
+#: the port ``vastcap-guard sandbox`` serves on unless told otherwise
+DEFAULT_PORT = 8787
+#: the API URL of ``vastcap-guard sandbox`` with its defaults
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}{API_PATH}"
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 METHODS = ("getBalance", "createTask", "getTaskResult")
 FaultKind = Literal["latency", "status", "html", "malformed", "drop", "body", "hang", "huge"]
@@ -103,7 +110,12 @@ class _Task:
     key: str
     type: str
     created: float
-    done: bool = False
+    #: set when the task is solved (and paid for); asking again returns the same solution
+    solution: dict[str, str] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.solution is not None
 
 
 def _money(value: object) -> Decimal:
@@ -125,7 +137,7 @@ class Sandbox(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if host not in {"127.0.0.1", "localhost", "::1"}:
+        if host not in LOOPBACK_HOSTS:
             raise ValueError("the sandbox serves loopback only (127.0.0.1, localhost or ::1)")
         self._lock = threading.RLock()
         if accounts is None:
@@ -250,18 +262,19 @@ class Sandbox(LoopbackServer):
                 self._tasks[task_id] = _Task(key, task["type"], time.monotonic())
                 return {"taskId": task_id}
             if method == "getTaskResult":
-                t = self._tasks.get(payload.get("taskId"))  # type: ignore[arg-type]
+                wanted = payload.get("taskId")
+                t = self._tasks.get(wanted) if isinstance(wanted, str) else None
                 if t is None or t.key != key:
                     return _error(16, "ERROR_TASK_NOT_FOUND", "Task not found")
                 if not t.done and time.monotonic() - t.created < self.solve_delay:
                     return {"status": "processing"}
-                if not t.done:
+                if t.solution is None:
                     if acct.balance < self.price:
                         return {"status": "error", "error": _error(3, "ERROR_INSUFFICIENT_BALANCE",
                                                                     "Insufficient balance")["error"]}
                     acct.balance -= self.price
-                    t.done = True
-                return {"status": "ready", "solution": _solution(t.type)}
+                    t.solution = _solution(t.type)
+                return {"status": "ready", "solution": dict(t.solution)}
         return _error(10, "ERROR_VALIDATION_FAILED", f"Unknown method {method}")  # pragma: no cover
 
 
@@ -373,6 +386,104 @@ class _Handler(ClosingAwareHandler):
         except (ValueError, KeyError, TypeError) as exc:
             return self._json(400, {"detail": str(exc)})
         self._json(200, {"ok": True})
+
+
+class SandboxError(Exception):
+    """A :class:`SandboxClient` request failed: no sandbox answered (``refused`` is False), or the
+    sandbox refused the request (``refused`` is True: a bad value)."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class SandboxClient:
+    """Control a sandbox that runs in another process (``vastcap-guard sandbox``, a test's
+    :class:`Sandbox`) through its control API under ``/_sandbox/``.
+
+    >>> sb = SandboxClient("http://127.0.0.1:8787/api/solver")       # doctest: +SKIP
+    >>> sb.set_balance("vc_demo_key_000001", "0.5")
+    >>> sb.fault("getBalance", "html", times=2)
+    >>> len(sb.calls("getBalance"))
+
+    ``url`` is the sandbox's API URL (or its base URL); only loopback addresses are accepted, so
+    a ``VASTCAP_API_URL`` that points at the real API is refused (``ValueError``) before any
+    request. Requests that fail raise :class:`SandboxError`.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 5.0) -> None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise ValueError(f"{url!r} is not a URL") from None
+        if parts.scheme != "http" or host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"{url!r} is not a local sandbox: a sandbox serves http:// on loopback only "
+                "(127.0.0.1, localhost or ::1)"
+            )
+        self.base_url = f"http://{'[' + host + ']' if ':' in host else host}:{port or 80}"
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"SandboxClient({self.base_url!r})"
+
+    def _request(self, verb: str, action: str, body: dict[str, Any] | None = None) -> Any:
+        import requests
+
+        url = f"{self.base_url}/_sandbox/{action}"
+        with requests.Session() as session:
+            session.trust_env = False  # no proxy from the environment: this is loopback
+            try:
+                r = session.request(verb, url, json=body, timeout=self.timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                raise SandboxError(f"no sandbox answers at {self.base_url} ({type(exc).__name__})") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code == 400 and isinstance(data, dict):
+            raise SandboxError(f"the sandbox refused: {data.get('detail')}", refused=True)
+        if r.status_code != 200 or data is None:
+            raise SandboxError(f"{self.base_url} is not a vastcap-guard sandbox (HTTP {r.status_code} "
+                               f"on /_sandbox/{action})")
+        return data
+
+    def health(self) -> bool:
+        """True when a sandbox answers (``False`` instead of :class:`SandboxError`)."""
+        try:
+            return bool(self._request("GET", "health").get("ok"))
+        except (SandboxError, AttributeError):
+            return False
+
+    def set_balance(self, key: str, balance: object) -> None:
+        """Set an account's balance (USD); an unknown key becomes a new account."""
+        self._request("POST", "account", {"clientKey": key, "balance": str(_money(balance))})
+
+    def disable(self, key: str, disabled: bool = True) -> None:
+        """Disable (or enable again) an account; an unknown key becomes a new account with $0."""
+        self._request("POST", "account", {"clientKey": key, "disabled": disabled})
+
+    def fault(self, method: str, kind: FaultKind, **options: Any) -> None:
+        """Inject a fault, as :meth:`Sandbox.fault` (options: status, body, delay, size, times,
+        every, offset)."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
+        self._request("POST", "fault", {"method": method, "kind": kind, **options})
+
+    def clear_faults(self, method: str | None = None) -> None:
+        self._request("POST", "clear_faults", {"method": method} if method else {})
+
+    def calls(self, method: str | None = None) -> list[Call]:
+        """The call log (keys masked, as the sandbox logs them), oldest first."""
+        return [Call(**c) for c in self._request("GET", "calls") if method is None or c["method"] == method]
+
+    def reset_calls(self) -> None:
+        self._request("POST", "reset_calls")
 
 
 def free_port() -> int:

@@ -12,6 +12,8 @@ reached the site.
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -106,3 +108,36 @@ class _SiteHandler(ClosingAwareHandler):
             time.sleep(site.delay)
         status, html = site.render(self.path.split("?", 1)[0])
         self.send_body(status, html.encode(), "text/html; charset=utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vastcap_guard.site [--port 8788] [--pages 500] [--captcha-every 5]``: serve the site."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m vastcap_guard.site",
+                                description="Serve a local site of linked pages on 127.0.0.1 (Ctrl-C stops it).")
+    p.add_argument("--port", type=int, default=8788, help="port on 127.0.0.1 (default 8788; 0 picks one)")
+    p.add_argument("--pages", type=int, default=500, help="number of pages (default 500)")
+    p.add_argument("--captcha-every", type=int, default=0, metavar="K",
+                   help="a reCAPTCHA widget on page N when N %% K == 0 (default: none)")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before each answer (default 0)")
+    args = p.parse_args(argv)
+    try:
+        site = LocalSite(args.pages, captcha_every=args.captcha_every, delay=args.delay, port=args.port).start()
+    except OSError as exc:
+        print(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"local site on {site.url} ({args.pages} pages); Ctrl-C to stop", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        site.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -157,7 +157,10 @@ def test_a_job_started_after_a_top_up_runs(sb: Sandbox, redis_url: str) -> None:
 
 def test_another_members_api_failure_never_stops_a_running_member(sb: Sandbox, redis_url: str) -> None:
     running = member(sb, redis_url, interval=0.3, max_failures=0, duration=6)
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30  # its pre-flight call was answered before the outage (slow machines)
+    while sb.call_count("getBalance") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
     sb.fault("getBalance", "status", status=500, times=6)  # a short outage
     newcomer = member(sb, redis_url, interval=0.3, timeout=0.3, duration=3).wait()
     running.wait()
