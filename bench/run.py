@@ -9,7 +9,8 @@ and ``.md``; the exit status is 1 when a target is missed (2 when a benchmark co
 Benchmarks (``--only`` names): ``overhead`` (crawl overhead, naive baseline, event-loop lag),
 ``stop``, ``preflight``, ``sharing`` (Scrapy and Playwright), ``import``, ``fleet``, ``handover``,
 ``selenium`` (a Selenium script's run time with and without the guard, and its stop latency),
-``pwstarts`` (Playwright session starts: a new context and page per page load, guarded against unguarded).
+``pwstarts`` (Playwright session starts: a new context and page per page load, guarded against unguarded),
+``crawlee`` (the Crawlee integration's run time and stop latency).
 See docs/benchmarks.md for what each one measures and why.
 """
 
@@ -50,11 +51,12 @@ SITE_PAGES = 2000
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "selenium", "pwstarts")
+BENCHMARKS = ("overhead", "stop", "preflight", "sharing", "import", "fleet", "handover", "selenium", "pwstarts",
+              "crawlee")
 FULL_RUNS = {"overhead": 5, "stop": 5, "preflight": 3, "sharing": 3, "import": 5, "fleet": 3, "handover": 3,
-             "selenium": 5, "pwstarts": 5}
+             "selenium": 5, "pwstarts": 5, "crawlee": 5}
 QUICK_RUNS = {"overhead": 3, "stop": 3, "preflight": 1, "sharing": 1, "import": 3, "fleet": 1, "handover": 1,
-              "selenium": 3, "pwstarts": 3}
+              "selenium": 3, "pwstarts": 3, "crawlee": 3}
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -785,6 +787,103 @@ def bench_handover(res: Results, tmp: Path, quick: bool, runs: int) -> None:
                 [fmt3(t) for t in took])
 
 
+# -- Crawlee: run time and stop latency ---------------------------------------------------------------
+def crawlee_crawl(tmp: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """``bench/crawlee_worker.py`` in a child process (a fresh Crawlee: its storages are per process)."""
+    config = {"storage_dir": tempfile.mkdtemp(dir=tmp, prefix="crawlee-"), "key": KEY, "interval": INTERVAL, **config}
+    proc = subprocess.run([sys.executable, str(HERE / "crawlee_worker.py"), json.dumps(config)],
+                          capture_output=True, text=True, env=child_env(), timeout=600)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"crawlee worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def bench_crawlee(res: Results, tmp: Path, quick: bool, runs: int) -> None:
+    """ParselCrawler with and without guard_crawler: pairs of crawls run side by side (each on its own
+    site, who starts first alternates), so that other load on the machine hits both alike; then stops."""
+    try:
+        import crawlee  # noqa: F401
+    except ImportError:
+        raise RuntimeError("crawlee is not installed (pip install 'crawlee[parsel]')") from None
+    pages = 300 if quick else 1000
+    pairs, stops = [], []
+    with sandbox() as sb, sites(2, pages=pages, delay=0.02) as site_list:
+        by_mode = dict(zip(("none", "guard"), site_list, strict=True))
+        for i in range(runs):
+            order = ["none", "guard"] if i % 2 == 0 else ["guard", "none"]
+            outs: dict[str, dict[str, Any]] = {mode: {} for mode in order}
+            threads = []
+            for mode in order:
+                by_mode[mode].reset()
+                config = {"mode": mode, "url": by_mode[mode].url, "api_url": sb.url}
+                threads.append(threading.Thread(target=lambda out=outs[mode], c=config: out.update(
+                    crawlee_crawl(tmp, c))))
+                threads[-1].start()
+            for t in threads:
+                t.join(600)
+            row: dict[str, Any] = {"order": order}
+            for mode in order:
+                out = outs[mode]
+                if out.get("finished") != pages + 1 or out.get("reason") is not None:
+                    raise RuntimeError(f"the {mode} crawl did not finish: {out.get('finished')} pages, {out.get('reason')}")
+                row[mode] = {"run": out["run_returned"] - out["run_started"], "preflight": out["run_started"] - out["started"],
+                             "checks": out.get("checks")}
+            row["ratio"] = row["guard"]["run"] / row["none"]["run"]
+            pairs.append(row)
+            print(f"    pair {i + 1}/{runs} ({order[0]} first): run() {row['none']['run']:.2f} s without, "
+                  f"{row['guard']['run']:.2f} s with the guard ({row['guard']['checks']} checks): {row['ratio']:.3f}; "
+                  f"pre-flight {row['guard']['preflight'] * 1000:.0f} ms", flush=True)
+        site = site_list[1]
+        rtt = measure_rtt(sb)
+        rng = random.Random(12)
+        for i in range(runs):
+            sb.set_balance(KEY, "10")
+            site.reset()
+            box: dict[str, Any] = {}
+            worker = threading.Thread(target=lambda out=box: out.update(crawlee_crawl(
+                tmp, {"mode": "guard", "url": site.url, "api_url": sb.url})))
+            worker.start()
+            deadline = time.monotonic() + 60
+            while site.request_count == 0 and worker.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(1.0, 2.0))  # a random phase against the poll
+            sb.set_balance(KEY, "0")
+            t0 = time.time()
+            worker.join(300)
+            out = box
+            if out.get("reason") != "vastcap_low_balance" or out.get("decided") is None:
+                raise RuntimeError(f"the guard did not stop the Crawlee crawl: {out.get('reason')}")
+            decided = out["decided"]
+            passed_after = [p for t, p in out["passed_gate"] if t >= decided]
+            in_flight = [r.path for r in site.requests if r.at >= decided]
+            row = {"decision": decided - t0, "returned": out["run_returned"] - t0, "shutdown": out["run_returned"] - decided,
+                   "passed_gate_after_decision": len(passed_after), "site_after_decision": len(in_flight),
+                   "pages": out["finished"]}
+            stops.append(row)
+            print(f"    stop {i + 1}/{runs}: balance 0 -> decision {row['decision']:.3f} s -> run() returned "
+                  f"{row['returned']:.3f} s; past the gate after the decision: {len(passed_after)}; reached the "
+                  f"site after it (already in flight): {len(in_flight)}", flush=True)
+    res.details["crawlee"] = {"pages": pages, "pairs": pairs, "stops": stops, "rtt": rtt}
+    ratio = median([r["ratio"] for r in pairs])
+    res.add("crawlee", f"crawler.run() time, guard / no guard ({pages + 1} pages, interleaved pairs)", round(ratio, 4),
+            "", "<= 1.03", ratio <= 1.03, [round(r["ratio"], 4) for r in pairs],
+            note="run() {:.2f} s without the guard (median); the pre-flight before run(): {:.0f} ms".format(
+                median([r["none"]["run"] for r in pairs]), median([r["guard"]["preflight"] * 1000 for r in pairs])))
+    bound = INTERVAL + rtt + 0.25
+    dec = [r["decision"] for r in stops]
+    res.add("crawlee", "stop latency, balance 0 -> the guard's decision (median)", round(median(dec), 3), " s",
+            f"<= {bound:.3f} s (interval {INTERVAL} + round trip {rtt:.3f} + 0.25)", median(dec) <= bound,
+            [round(x, 3) for x in dec])
+    res.add("crawlee", "stop latency, balance 0 -> crawler.run() returned (median)",
+            round(median([r["returned"] for r in stops]), 3), " s", "(reported: Crawlee finishes in-flight requests)",
+            None, [round(r["returned"], 3) for r in stops])
+    leaked = sum(r["passed_gate_after_decision"] for r in stops)
+    res.add("crawlee", "requests past the guard's gate after its decision", leaked, "", "= 0 (all runs)", leaked == 0,
+            [r["passed_gate_after_decision"] for r in stops],
+            note="reached the site after the decision (passed the gate before it, in flight): {}".format(
+                [r["site_after_decision"] for r in stops]))
+
+
 def fmt3(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
@@ -972,7 +1071,7 @@ def environment() -> dict[str, Any]:
                          + (", with uncommitted changes in vastcap_guard/" if dirty else "") + ")",
         "scrapy": ver("scrapy"), "twisted": ver("twisted"), "playwright": ver("playwright"),
         "selenium": ver("selenium"),
-        "requests": ver("requests"), "redis-py": ver("redis"),
+        "requests": ver("requests"), "redis-py": ver("redis"), "crawlee": ver("crawlee"),
         "chromium": run([CHROMIUM, "--version"]) if Path(CHROMIUM).exists() else "not found",
         "redis-server": run(["redis-server", "--version"]),
         "load_average_at_start": os.getloadavg(),
@@ -1033,7 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
     funcs: dict[str, Callable[[Results, Path, bool, int], None]] = {
         "overhead": bench_overhead, "stop": bench_stop, "preflight": bench_preflight,
         "sharing": bench_sharing, "import": bench_import, "fleet": bench_fleet, "handover": bench_handover,
-        "selenium": bench_selenium, "pwstarts": bench_pwstarts}
+        "selenium": bench_selenium, "pwstarts": bench_pwstarts, "crawlee": bench_crawlee}
     # runs per benchmark: at least 3 for every median of a full run; a quick run keeps 3 where it is cheap
     bench_runs = dict(QUICK_RUNS if args.quick else FULL_RUNS)
     if args.runs:

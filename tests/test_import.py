@@ -1,4 +1,4 @@
-"""``import vastcap_guard`` stays light: no Scrapy, Twisted, Playwright or Selenium."""
+"""``import vastcap_guard`` stays light: no Scrapy, Twisted, Playwright, Selenium or Crawlee."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def test_core_import_pulls_no_framework() -> None:
     code = (
         "import sys, vastcap_guard, vastcap_guard.sandbox, vastcap_guard.cli, vastcap_guard.signals, vastcap_guard.site,"
         " vastcap_guard.scope;"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'scrapy', 'twisted', 'playwright', 'greenlet', 'selenium', 'undetected_chromedriver'});"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'scrapy', 'twisted', 'playwright', 'greenlet', 'selenium', 'undetected_chromedriver', 'crawlee'});"
         "print(','.join(bad))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from .config import GuardConfig, parse_cost
-from .errors import ApiUnavailableError, ConfigError, GuardError
+from .errors import ApiUnavailableError, ConfigError, GuardError, LowBalanceError
 from .forecast import Forecast
 from .guard import Action, Guard, Reading, Verdict
 from .poller import ClientFactory, Subscription, subscribe
@@ -329,9 +329,11 @@ class GuardedRun:
         """Account for ``cost`` USD about to be spent; return the projected balance.
 
         Raises (and stops the job with) the :class:`GuardError` when the account cannot pay: low
-        balance, spend cap, a bad cost, a stop decided before. Raises
-        :class:`ApiUnavailableError` without stopping when no balance was read yet (API failures
-        follow the failure policy); read one first where :meth:`needs_reading` says so.
+        balance, spend cap, a bad cost, a stop decided before. In pause mode a low balance (or a
+        pause) refuses the spend with :class:`LowBalanceError` without stopping the job: the
+        readings pause and resume it. Raises :class:`ApiUnavailableError` without stopping when no
+        balance was read yet (API failures follow the failure policy); read one first where
+        :meth:`needs_reading` says so.
         """
         try:
             amount = parse_cost(cost)
@@ -345,6 +347,10 @@ class GuardedRun:
             if self.guard.tripped is not None:
                 raise self.stop(self.guard.tripped) from None
             raise
+        except LowBalanceError as exc:
+            if self.guard.pausing:
+                raise exc from None
+            raise self.stop(exc) from None
         except GuardError as exc:
             raise self.stop(exc) from None
 

@@ -116,6 +116,23 @@ class Wording:
             key += ")"
         return f"vastcap-guard {when} [{error.reason}]: {error.message}{key}{self.hint(error)}"
 
+    def stop_reason(self, error: GuardError) -> str:
+        """The short reason handed to a framework's own stop call (Crawlee's ``crawler.stop()``
+        logs it); the ERROR line of :meth:`stopped` says the rest. No final period: Crawlee adds one."""
+        return f"vastcap-guard stopped the {self.job} [{error.reason}]"
+
+    def held(self, reason: str, *, paused: bool) -> str:
+        """Why a request was not sent but handed back to its queue (a framework's retry line quotes it)."""
+        if paused:
+            return (
+                f"vastcap-guard paused the {self.job} [{reason}]: this request was not sent; it waits in the "
+                "queue for a top-up"
+            )
+        return (
+            f"vastcap-guard stopped the {self.job} [{reason}]: this request was not sent; it stays in the "
+            "queue for a resume"
+        )
+
     def hint(self, error: GuardError) -> str:
         if isinstance(error, ApiUnavailableError):
             return (

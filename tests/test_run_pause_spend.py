@@ -1,0 +1,47 @@
+"""GuardedRun.ensure_funds in pause mode: a spend the balance cannot cover is refused, and the job
+is left to the readings (pause, resume) instead of being stopped; close mode still stops it."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from core_keys import KEY
+
+from vastcap_guard import BudgetExceededError, GuardConfig, LowBalanceError
+from vastcap_guard.run import GuardedRun
+from vastcap_guard.sandbox import Sandbox
+from vastcap_guard.wording import PYTHON_NAMES, Wording
+
+WORDS = Wording(job="test job", names=PYTHON_NAMES)
+logger = logging.getLogger("vastcap_guard.test")
+
+
+def started(sb: Sandbox, mode: str, **kw: object) -> GuardedRun:
+    cfg = GuardConfig.build(KEY, api_url=sb.url, interval=30, on_low_balance=mode, environ={}, **kw)
+    run = GuardedRun(cfg, WORDS, logger=logger)
+    run.start_blocking()
+    return run
+
+
+@pytest.mark.parametrize("mode", ["pause", "close"])
+def test_a_spend_below_the_minimum_is_refused_and_stops_only_in_close_mode(sandbox: Sandbox, mode: str) -> None:
+    run = started(sandbox, mode)
+    try:
+        with pytest.raises(LowBalanceError):
+            run.ensure_funds("10.25")  # would leave $0.00
+        assert (run.tripped is None) == (mode == "pause")
+        if mode == "pause":
+            assert run.ensure_funds("1") == run.balance - 1  # the job goes on spending what it can pay
+    finally:
+        run.close()
+
+
+def test_a_spend_cap_still_stops_in_pause_mode(sandbox: Sandbox) -> None:
+    run = started(sandbox, "pause", max_spend="0.01")
+    try:
+        with pytest.raises(BudgetExceededError):
+            run.ensure_funds("0.02")
+        assert run.reason == "vastcap_budget_exceeded"
+    finally:
+        run.close()
