@@ -101,8 +101,9 @@ class Wording:
 
     # -- messages ------------------------------------------------------------------------------
     def started(self, config: GuardConfig, balance: Decimal) -> str:
+        below = "pause below" if config.on_low_balance == "pause" else "stop below"
         return (
-            f"vastcap-guard: VastCap balance {format_usd(balance)} (key {config.masked_key}, stop below "
+            f"vastcap-guard: VastCap balance {format_usd(balance)} (key {config.masked_key}, {below} "
             f"{format_usd(config.min_balance)}); checking every {config.interval:g}s."
         )
 
