@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import scrapy
 
 from vastcap_guard.scrapy._compat import scrapy_version
+
+T = TypeVar("T")
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -126,3 +129,23 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str] | None =
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the condition")
         time.sleep(0.02)
+
+
+def in_parallel(jobs: dict[str, Callable[[], T]], workers: int = 6) -> dict[str, Callable[[], T]]:
+    """Run every job at once (each drives its own crawl subprocess, servers and timers) and return,
+    per name, a function that gives the job's result or raises what the job raised. Crawls mostly
+    wait (on the site, a pause, the sandbox), so several share two cores well."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        for future in futures.values():
+            future.exception()  # wait for all
+
+    def result_of(name: str) -> Callable[[], T]:
+        return futures[name].result
+
+    return {name: result_of(name) for name in futures}
+
+
+def requests_after(times: list[float], at: float) -> int:
+    """How many of ``times`` (a server's request log) came after the decision taken ``at``."""
+    return sum(1 for t in times if t > at)

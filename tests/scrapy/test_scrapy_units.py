@@ -172,21 +172,51 @@ def test_middleware_projects_the_balance_and_blocks() -> None:
     crawler = make_crawler()
     ext = started_guard(crawler, "1")
     mw = CostGuardMiddleware.from_crawler(crawler)
-    paid = Request("http://127.0.0.1/solve", meta={"vastcap_cost": "0.4"})
-    assert mw.process_request(paid) is None  # 0.6 left
-    assert mw.process_request(paid) is None  # 0.2 left
+
+    def paid() -> Request:
+        return Request("http://127.0.0.1/solve", meta={"vastcap_cost": "0.4"})
+
+    assert mw.process_request(paid()) is None  # 0.6 left
+    assert mw.process_request(paid()) is None  # 0.2 left
     with pytest.raises(IgnoreRequest):
-        mw.process_request(paid)  # would be -0.2
+        mw.process_request(paid())  # would be -0.2
     assert crawler.stats.get_value("vastcap/requests_blocked") == 1
     # a refusal is not a stop: the guard has not tripped and nothing is closed
     assert ext.tripped is None and ext._bridge.later == []  # type: ignore[union-attr]
     # a reading that shows the spend settles the reservations; after a top-up the requests pass again
     ext.guard.observe(Reading(Decimal("0.2"), seq=2))
     with pytest.raises(IgnoreRequest):
-        mw.process_request(paid)
+        mw.process_request(paid())
     ext.guard.observe(Reading(Decimal("1"), seq=3))
-    assert mw.process_request(paid) is None
+    assert mw.process_request(paid()) is None
     assert crawler.stats.get_value("vastcap/requests_blocked") == 2
+
+
+def test_middleware_releases_the_reservation_of_a_request_that_fails_before_it_is_sent() -> None:
+    crawler = make_crawler()
+    ext = started_guard(crawler, "1")
+    mw = CostGuardMiddleware.from_crawler(crawler)
+    sent, dropped = (Request(f"http://127.0.0.1/solve/{i}", meta={"vastcap_cost": "0.3"}) for i in (1, 2))
+    assert mw.process_request(sent) is None and mw.process_request(dropped) is None
+    assert ext.guard.pending_spend == Decimal("0.6")
+    mw.process_response(sent, object())  # it reached the API: its reservation stays
+    assert mw.process_exception(dropped, IgnoreRequest("dropped")) is None  # it never left
+    assert ext.guard.pending_spend == Decimal("0.3")
+    mw.process_exception(dropped, IgnoreRequest("again"))  # released once only
+    mw.process_exception(sent, IgnoreRequest("late"))  # an answered request spent its reservation
+    assert ext.guard.pending_spend == Decimal("0.3")
+    # a retry (a copy of a request whose answer this middleware never saw) reserves afresh, once
+    retry = Request("http://127.0.0.1/solve/3", meta={"vastcap_cost": "0.3"})
+    assert mw.process_request(retry) is None
+    again = retry.copy()
+    assert mw.process_request(again) is None
+    assert ext.guard.pending_spend == Decimal("0.6")
+    # a request refused for the balance holds nothing to release
+    refused = Request("http://127.0.0.1/solve/4", meta={"vastcap_cost": "0.5"})
+    with pytest.raises(IgnoreRequest):
+        mw.process_request(refused)
+    mw.process_exception(refused, IgnoreRequest("refused"))
+    assert ext.guard.pending_spend == Decimal("0.6")
 
 
 def test_middleware_closes_the_spider_once_tripped() -> None:

@@ -26,9 +26,11 @@ from ..run import GuardedRun
 from ..wording import Wording
 from ._compat import (
     CLOSESPIDER_FROM_SPIDER_OPENED,
+    DownloaderGate,
     LoopBridge,
     close_download_handlers,
     close_spider,
+    engine_of,
     hold_browser_launch,
 )
 
@@ -50,6 +52,9 @@ SETTING_NAMES: Mapping[str, str] = MappingProxyType({
     "warn_minutes": "VASTCAP_WARN_MINUTES",
     "shared_state": "VASTCAP_SHARED_STATE",
 })
+
+#: Request.meta key holding the spend CostGuardMiddleware reserved for a request not sent yet
+RESERVED_META_KEY = "_vastcap_reserved"
 
 WORDING = Wording(job="crawl", names=SETTING_NAMES, style="setting")
 
@@ -129,6 +134,7 @@ class BalanceGuard:
         if self.config_error is not None:
             self.run.guard.trip(self.config_error)
         self._bridge: LoopBridge | None = None
+        self._gate: DownloaderGate | None = None
         self._closed = False
         self._close_requested = False
         self._close_deferred: Any = None
@@ -188,6 +194,8 @@ class BalanceGuard:
         self._close_when_running(error.reason, tries=400)
 
     async def spider_closed(self, spider: Any = None, reason: str | None = None) -> None:
+        if self._gate is not None:
+            self._gate.close()
         closing = self.run.closing_reading()
         if closing is not None and self._bridge is not None:
             # spend reserved by paid requests that no reading showed yet: read once more, so
@@ -237,9 +245,20 @@ class BalanceGuard:
             self._send(signals.balance_low, balance=reading.balance, threshold=cfg.warn_balance)
 
     def _on_stop(self, error: GuardError, at_start: bool) -> None:
+        if not at_start:
+            # at the decision, not a loop turn later: no queued request leaves the downloader from
+            # now on (they are dropped when the close starts)
+            gate = self._downloader_gate()
+            if gate is not None:
+                gate.hold()
         self._send(signals.guard_tripped, error=error, reason=error.reason)
         if not at_start:
             self._request_close(error.reason)
+
+    def _downloader_gate(self) -> DownloaderGate | None:
+        if self._gate is None and self._bridge is not None and engine_of(self.crawler) is not None:
+            self._gate = DownloaderGate(self.crawler, self._bridge)
+        return self._gate
 
     # -- closing -------------------------------------------------------------------------------
     def _stop(self, error: GuardError) -> GuardError:
@@ -253,14 +272,20 @@ class BalanceGuard:
         self._bridge.call_later(0, self._do_close, reason)
 
     def _do_close(self, reason: str) -> None:
-        if not self._closed:
-            self._close_deferred = close_spider(self.crawler, reason)
+        if self._closed:
+            return
+        gate = self._downloader_gate()
+        if gate is not None and getattr(engine_of(self.crawler), "spider", None) is not None:
+            # requests waiting in the downloader would all still be sent before the close ends
+            # (one per DOWNLOAD_DELAY): none of them is sent
+            gate.drop(f"vastcap-guard stopped the crawl ({reason})")
+        self._close_deferred = close_spider(self.crawler, reason)
 
     def _close_when_running(self, reason: str, tries: int) -> None:
         """Scrapy < 2.18: close as soon as the engine has started (closing earlier breaks it)."""
         if self._closed or self._close_requested or self._bridge is None:
             return
-        engine = getattr(self.crawler, "engine", None)
+        engine = engine_of(self.crawler)
         if engine is not None and getattr(engine, "running", False):
             self._request_close(reason)
         elif tries > 0:
@@ -291,6 +316,9 @@ class BalanceGuard:
                 logger.error("vastcap-guard: dropped %s: %s", request, exc.message)
             self._count_blocked()
             raise IgnoreRequest(f"vastcap-guard: {exc.message}") from None
+        # a copy (retry, redirect) of a request whose earlier attempt held a reservation: that
+        # attempt ended without the answer reaching this middleware, so it did not spend
+        self.release_request(request)
         try:
             self.guard.reserve(amount)
         except GuardError as exc:
@@ -299,6 +327,19 @@ class BalanceGuard:
                 self.run.stop(self.guard.tripped)
             logger.debug("vastcap-guard: dropped %s (cost %s): %s", request, format_usd(amount), exc.reason)
             raise IgnoreRequest(f"vastcap-guard: {exc.reason}") from None
+        request.meta[RESERVED_META_KEY] = str(amount)
+
+    def release_request(self, request: Request) -> None:
+        """The reservation ``request`` holds will not be spent (it failed or was dropped before it
+        was sent): forget it. Used by :class:`CostGuardMiddleware`."""
+        reserved = request.meta.pop(RESERVED_META_KEY, None)
+        if reserved is not None:
+            self.run.release(reserved)
+
+    @staticmethod
+    def request_sent(request: Request) -> None:
+        """``request`` reached the API: its reservation stays until a reading shows the spend."""
+        request.meta.pop(RESERVED_META_KEY, None)
 
     def _count_blocked(self) -> None:
         stats = self.crawler.stats

@@ -24,6 +24,9 @@ class CostGuardMiddleware:
     ``VASTCAP_MAX_SPEND`` (:meth:`vastcap_guard.Guard.reserve` decides). Once the guard has
     tripped the spider is closed with its reason. Requests without the key pass untouched, and
     everything passes when the ``BalanceGuard`` extension is not enabled.
+
+    A request that passed holds its reservation until a balance reading shows the spend; if it
+    fails or is dropped before it is sent (``process_exception``), the reservation is released.
     """
 
     def __init__(self, crawler: Any) -> None:
@@ -41,4 +44,18 @@ class CostGuardMiddleware:
         if guard is None:
             return None
         guard.check_request(request, meta[COST_META_KEY])
+        return None
+
+    def process_response(self, request: Any, response: Any, spider: Any = None) -> Any:
+        guard = get_guard(self.crawler)
+        if guard is not None:
+            guard.request_sent(request)
+        return response
+
+    def process_exception(self, request: Any, exception: BaseException, spider: Any = None) -> None:
+        # dropped before it was sent (IgnoreRequest from the downloader gate or another
+        # middleware), or failed on the way: it spent nothing
+        guard = get_guard(self.crawler)
+        if guard is not None:
+            guard.release_request(request)
         return None

@@ -1,0 +1,157 @@
+"""Issue 15: what a stop must not let through, and what it must count.
+
+- Requests waiting in Scrapy's downloader (per-slot queues, ``DOWNLOAD_DELAY = 1`` as
+  ``scrapy startproject`` writes it) all still went out after a stop, one per second: none may
+  reach a site or the solver API after the decision, and paid ones release their reservation.
+- ``VASTCAP_MAX_SPEND`` with a solver that debits seconds after ``createTask``: the account is
+  charged no more than the cap, and ``vastcap/spent`` is what it was charged.
+
+Crawls of one test run in parallel subprocesses, one per reactor mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scrapy_crawl import KEY, MODES, Crawl, in_parallel, mode_supported, requests_after, run_crawl, wait_for
+
+from vastcap_guard.sandbox import Call, Sandbox
+from vastcap_guard.site import LocalSite, SiteRequest
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE_COST = Decimal("0.01")
+TASK_COST = Decimal("0.002")
+API_SLOT = "vastcap-api"
+SITE_SLOT = "127.0.0.1"
+
+
+def modes() -> list[Any]:
+    return [pytest.param(m, marks=pytest.mark.skipif(not mode_supported(m), reason="needs Scrapy 2.15+"))
+            for m in MODES]
+
+
+@dataclass
+class Outcome:
+    crawl: Crawl
+    site: list[SiteRequest]
+    api: list[Call]
+    charged: Decimal = Decimal(0)
+
+    def decision(self) -> dict[str, Any]:
+        (tripped,) = self.crawl.signals("guard_tripped")
+        return tripped
+
+
+def _per_mode(tmp: Path, scenario: Callable[[Path, str], Outcome]) -> dict[str, Callable[[], Outcome]]:
+    jobs = {m: (lambda m=m: scenario(tmp / m, m)) for m in MODES if mode_supported(m)}  # type: ignore[misc]
+    return in_parallel(jobs)
+
+
+# -- requests queued in the downloader --------------------------------------------------------------
+def queued_scenario(tmp: Path, mode: str) -> Outcome:
+    """Paid pages and a paid createTask per page, DOWNLOAD_DELAY = 1: the account is disabled
+    after a few pages, so the stop comes while both slots hold queued requests."""
+    with Sandbox({KEY: "10"}, price=str(TASK_COST)) as sb, LocalSite(pages=200) as site:
+        def disable(proc: Any) -> None:
+            wait_for(lambda: site.request_count >= 4, proc)
+            sb.disable(KEY)
+
+        crawl = run_crawl(
+            tmp, [{"url": site.url, "cost": str(PAGE_COST),
+                   "solve": {"api": sb.url, "key": KEY, "cost": str(TASK_COST)}}],
+            {"VASTCAP_API_KEY": KEY, "VASTCAP_API_URL": sb.url, "VASTCAP_CHECK_INTERVAL": 0.3,
+             "VASTCAP_TIMEOUT": 2, "DOWNLOAD_DELAY": 1, "CONCURRENT_REQUESTS_PER_DOMAIN": 1},
+            mode=mode, during=disable,
+        )
+        return Outcome(crawl, site.requests, [c for c in sb.calls() if c.method != "getBalance"])
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Outcome]]:
+    return _per_mode(tmp_path_factory.mktemp("queued"), queued_scenario)
+
+
+@pytest.mark.parametrize("mode", modes())
+def test_no_queued_request_reaches_a_site_or_the_api_after_a_stop(
+        queued: dict[str, Callable[[], Outcome]], mode: str) -> None:
+    out = queued[mode]()
+    crawl = out.crawl
+    assert crawl.reason == "vastcap_account_disabled"
+    decision = out.decision()
+    committed = decision["committed"]
+    # the stop found requests waiting in both slots (else this test would prove nothing)
+    assert committed[f"{SITE_SLOT}:queued"] >= 1 and committed[f"{API_SLOT}:queued"] >= 1, committed
+    # nothing reached the site or the API after the decision but what was already on its way
+    site_after = requests_after([r.at for r in out.site], decision["at"])
+    api_after = requests_after([c.at for c in out.api], decision["at"])
+    assert site_after <= committed[SITE_SLOT], (site_after, committed)
+    assert api_after <= committed[API_SLOT], (api_after, committed)
+    # dropped quietly: IgnoreRequest, which Scrapy neither logs nor retries; one ERROR line
+    stats = crawl.stats()
+    queued_at_decision = committed[f"{SITE_SLOT}:queued"] + committed[f"{API_SLOT}:queued"]
+    assert stats["downloader/exception_type_count/scrapy.exceptions.IgnoreRequest"] >= queued_at_decision
+    assert stats["log_count/ERROR"] == 1
+    (error,) = crawl.lines("ERROR")
+    assert "vastcap_account_disabled" in error
+    # the API requests' errbacks saw the drop (IgnoreRequest), and no paid one kept its
+    # reservation (the runner's errback asserts it)
+    api_errors = crawl.crawler()["api_errors"]
+    assert len(api_errors) >= committed[f"{API_SLOT}:queued"]
+    assert {kind for _, kind in api_errors} == {"IgnoreRequest"}
+
+
+@pytest.mark.parametrize("mode", modes())
+def test_dropped_paid_requests_release_their_reservation(queued: dict[str, Callable[[], Outcome]],
+                                                          mode: str) -> None:
+    out = queued[mode]()
+    paid_pages = sum(1 for r in out.site if r.path != "/")  # the start request costs nothing
+    tasks = sum(1 for c in out.api if c.method == "createTask")
+    spent = Decimal(str(out.crawl.stats()["vastcap/spent"]))
+    # what stays reserved is exactly what was sent and no reading showed yet: the requests
+    # dropped from the queues gave theirs back
+    sent = paid_pages * PAGE_COST + tasks * TASK_COST
+    assert Decimal(out.crawl.crawler()["pending_spend"]) == max(sent - spent, Decimal(0))
+
+
+# -- VASTCAP_MAX_SPEND with a slow debit ------------------------------------------------------------
+def test_spend_cap_with_a_slow_solver_charges_at_most_the_cap_and_counts_it_all(tmp_path: Path) -> None:
+    """The issue's setup: cap $0.005, a check every second, the sandbox debiting each solve on
+    getTaskResult 2 s after createTask; the example project's paid createTask requests."""
+    key = "vc_test_slow_debit_8c1d"
+    cap, price, start = Decimal("0.005"), Decimal("0.002"), Decimal("1")
+    result_file = tmp_path / "result.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRAPY_", "VASTCAP_", "DEMO_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    with Sandbox({key: start}, price=price, solve_delay=2) as sb, \
+            LocalSite(pages=300, captcha_every=12) as site:
+        env.update(VASTCAP_API_KEY=key, VASTCAP_API_URL=sb.url)
+        proc = subprocess.run(
+            [sys.executable, "-m", "scrapy", "crawl", "captchas", "-a", f"site_url={site.url}",
+             "-s", f"VASTCAP_MAX_SPEND={cap}", "-s", "VASTCAP_CHECK_INTERVAL=1", "-s", "DOWNLOAD_DELAY=0.25",
+             "-s", f"DEMO_RESULT_FILE={result_file}", "-s", "LOG_LEVEL=DEBUG"],
+            cwd=REPO / "examples" / "scrapy_project", env=env, capture_output=True, text=True, timeout=120,
+        )
+        charged = start - sb.balance(key)
+        created = sb.call_count("createTask")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    result = json.loads(result_file.read_text())
+    stats = result["stats"]
+    assert result["finish_reason"] == "vastcap_budget_exceeded", log[-3000:]
+    assert charged > 0 and created >= 1  # it did spend
+    # the cap holds: every createTask that passed was reserved until a reading showed its debit
+    assert charged <= cap, (charged, created)
+    # and the guard counted all of it (a closing reading catches the debits after its last check)
+    assert Decimal(str(stats["vastcap/spent"])) == charged
+    assert "Traceback" not in log and key not in log
+    assert len(re.findall(r"\] ERROR: ", log)) == 1
