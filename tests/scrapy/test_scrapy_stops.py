@@ -5,6 +5,7 @@
   reach a site or the solver API after the decision, and paid ones release their reservation.
 - ``VASTCAP_MAX_SPEND`` with a solver that debits seconds after ``createTask``: the account is
   charged no more than the cap, and ``vastcap/spent`` is what it was charged.
+- A pipeline that spends: ``ensure_funds_for_item`` drops items with one line, no traceback.
 
 Crawls of one test run in parallel subprocesses, one per reactor mode.
 """
@@ -155,3 +156,43 @@ def test_spend_cap_with_a_slow_solver_charges_at_most_the_cap_and_counts_it_all(
     assert Decimal(str(stats["vastcap/spent"])) == charged
     assert "Traceback" not in log and key not in log
     assert len(re.findall(r"\] ERROR: ", log)) == 1
+
+
+# -- a pipeline that spends -------------------------------------------------------------------------
+def pipeline_scenario(tmp: Path, mode: str) -> Outcome:
+    with Sandbox({KEY: "10"}) as sb, LocalSite(pages=40) as site:
+        crawl = run_crawl(
+            tmp, [{"url": site.url, "items": True, "pipeline_cost": "0.002"}],
+            {"VASTCAP_API_KEY": KEY, "VASTCAP_API_URL": sb.url, "VASTCAP_CHECK_INTERVAL": 60,
+             "VASTCAP_MAX_SPEND": "0.005", "DOWNLOAD_DELAY": 0.5},
+            mode=mode,
+        )
+        return Outcome(crawl, site.requests, [])
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Outcome]]:
+    return _per_mode(tmp_path_factory.mktemp("pipeline"), pipeline_scenario)
+
+
+@pytest.mark.parametrize("mode", modes())
+def test_a_pipeline_that_cannot_pay_drops_items_quietly_and_the_crawl_closes(
+        pipelines: dict[str, Callable[[], Outcome]], mode: str) -> None:
+    crawl = pipelines[mode]().crawl
+    assert crawl.reason == "vastcap_budget_exceeded"
+    stats = crawl.stats()
+    assert stats["item_scraped_count"] == 2  # $0.004 of the $0.005 cap
+    dropped = stats["item_dropped_count"]
+    assert stats["item_dropped_reasons_count/GuardDropItem"] == dropped
+    # the item that tripped the guard, and the few whose responses were already on their way
+    assert 1 <= dropped <= 3, dropped
+    lines = [ln for ln in crawl.log.splitlines() if "Dropped:" in ln]
+    assert len(lines) == dropped
+    assert "] WARNING: Dropped: vastcap-guard: item not processed" in lines[0]
+    assert "[vastcap_budget_exceeded]" in lines[0]
+    assert all("] DEBUG: Dropped:" in ln for ln in lines[1:])
+    # no traceback (run_crawl checks), no "Error processing", one ERROR line: the guard's
+    assert "Error processing" not in crawl.log
+    assert stats["log_count/ERROR"] == 1
+    (error,) = crawl.lines("ERROR")
+    assert "is stopping the crawl [vastcap_budget_exceeded]" in error

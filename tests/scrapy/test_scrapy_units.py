@@ -17,6 +17,7 @@ from vastcap_guard.scrapy import (
     SETTING_NAMES,
     BalanceGuard,
     CostGuardMiddleware,
+    GuardDropItem,
     config_from_settings,
     get_guard,
 )
@@ -238,3 +239,22 @@ def test_scheduled_requests_are_dropped_once_tripped() -> None:
     ext.guard.trip(LowBalanceError("low", balance=Decimal(0), minimum=Decimal("0.001")))
     with pytest.raises(IgnoreRequest):
         ext.request_scheduled(Request("http://127.0.0.1/"))
+
+
+# -- items that cannot be paid for ------------------------------------------------------------------
+def test_guard_drop_item_is_a_drop_item_that_carries_the_error() -> None:
+    from scrapy.exceptions import DropItem
+
+    error = LowBalanceError("The balance is low.", balance=Decimal(0), minimum=Decimal("0.001"))
+    drop = GuardDropItem(error)
+    assert isinstance(drop, DropItem)
+    assert drop.error is error and drop.reason == "vastcap_low_balance"
+    assert drop.log_level == "WARNING"  # (an instance attribute: DropItem sets it in __init__)
+    assert "[vastcap_low_balance]" in str(drop) and "item not processed" in str(drop)
+    assert GuardDropItem(error, log_level="DEBUG").log_level == "DEBUG"
+
+
+def test_the_first_dropped_item_is_a_warning_the_others_debug() -> None:
+    ext = started_guard(make_crawler())
+    error = LowBalanceError("The balance is low.", balance=Decimal(0), minimum=Decimal("0.001"))
+    assert [ext.drop_item(error).log_level for _ in range(3)] == ["WARNING", "DEBUG", "DEBUG"]

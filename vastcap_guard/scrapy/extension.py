@@ -15,7 +15,7 @@ from typing import Any
 
 from scrapy import signals as scrapy_signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
+from scrapy.exceptions import CloseSpider, DropItem, IgnoreRequest, NotConfigured
 from scrapy.http import Request
 
 from .. import signals
@@ -34,7 +34,7 @@ from ._compat import (
     hold_browser_launch,
 )
 
-__all__ = ["SETTING_NAMES", "BalanceGuard", "config_from_settings", "get_guard", "parse_cost"]
+__all__ = ["SETTING_NAMES", "BalanceGuard", "GuardDropItem", "config_from_settings", "get_guard", "parse_cost"]
 
 logger = logging.getLogger("vastcap_guard.scrapy")
 
@@ -105,6 +105,24 @@ def get_guard(crawler: Crawler) -> BalanceGuard | None:
     return ref() if ref is not None else None
 
 
+class GuardDropItem(DropItem):
+    """Raised from an item pipeline instead of a :class:`~vastcap_guard.GuardError`: Scrapy drops
+    the item with one ``Dropped:`` line (no traceback, no ``ERROR Error processing``), counts it in
+    ``item_dropped_count`` / ``item_dropped_reasons_count/GuardDropItem``, and the crawl goes on
+    to the close the guard has already started.
+
+    ``error`` is the :class:`~vastcap_guard.GuardError` (``reason`` its close reason).
+    :meth:`BalanceGuard.ensure_funds_for_item` raises it with ``log_level`` WARNING for the first
+    item of a crawl and DEBUG after that; raise it yourself with ``GuardDropItem(error)``.
+    """
+
+    def __init__(self, error: GuardError, *, log_level: str = "WARNING") -> None:
+        # DropItem sets log_level on the instance (a class attribute would be overwritten)
+        super().__init__(WORDING.spend_refused(error, "item"), log_level=log_level)
+        self.error = error
+        self.reason = error.reason
+
+
 class BalanceGuard:
     """Scrapy extension: ``ADDONS = {"vastcap_guard.scrapy.Addon": 500}`` enables it, or
     ``EXTENSIONS = {"vastcap_guard.scrapy.BalanceGuard": 500}``.
@@ -139,6 +157,7 @@ class BalanceGuard:
         self._close_requested = False
         self._close_deferred: Any = None
         self._bad_cost_reported = False
+        self._items_dropped = 0
         crawler.signals.connect(self.spider_opened, signal=scrapy_signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=scrapy_signals.spider_closed)
         crawler.signals.connect(self.request_scheduled, signal=scrapy_signals.request_scheduled)
@@ -304,6 +323,25 @@ class BalanceGuard:
         if self.run.needs_reading() and self._bridge is not None:
             self.run.take(await self._bridge.wait(self.run.request(max_age=None)))
         return self.run.ensure_funds(cost)
+
+    async def ensure_funds_for_item(self, cost: object) -> Decimal:
+        """:meth:`ensure_funds` for item pipelines: raises :class:`GuardDropItem` (a ``DropItem``)
+        instead of the :class:`~vastcap_guard.GuardError`, so Scrapy drops the item with one line
+        and no traceback (WARNING for the first item of the crawl, DEBUG after)::
+
+            async def process_item(self, item, spider=None):
+                await get_guard(self.crawler).ensure_funds_for_item(0.002)
+                ...
+        """
+        try:
+            return await self.ensure_funds(cost)
+        except GuardError as exc:
+            raise self.drop_item(exc) from None
+
+    def drop_item(self, error: GuardError) -> GuardDropItem:
+        """The :class:`GuardDropItem` to raise for ``error``: WARNING the first time, DEBUG after."""
+        self._items_dropped += 1
+        return GuardDropItem(error, log_level="WARNING" if self._items_dropped == 1 else "DEBUG")
 
     def check_request(self, request: Request, cost: object) -> None:
         """Used by :class:`CostGuardMiddleware`: raise ``IgnoreRequest`` for a request the
