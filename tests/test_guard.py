@@ -384,3 +384,20 @@ def test_a_spend_pause_is_a_close_mode_no_op() -> None:
     g.observe(ok("1"))
     error = g.low_balance_error(Decimal(0), projected=True)
     assert g.pause_for_spend(error, Decimal(2)) is None and not g.paused
+
+
+def test_a_spend_pause_that_times_out_says_what_balance_was_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vastcap_guard.guard as guard_module
+
+    now = [1000.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now[0])
+    g = guard(on_low_balance="pause", pause_timeout=10)
+    g.observe(ok("0.02"))
+    error = g.low_balance_error(Decimal("0.0"), projected=True)
+    assert g.pause_for_spend(error, Decimal("0.02")) is not None
+    now[0] += 11
+    timed_out = g.expire_pause()
+    assert isinstance(timed_out, LowBalanceError)
+    assert "stayed below the $0.021 needed to pay for the waiting spend and keep the minimum of $0.001" \
+        in str(timed_out)
+    assert "for 10 s of pause (balance $0.02)" in str(timed_out)

@@ -365,10 +365,15 @@ class Guard:
             if self.paused_since is None or self.paused_for() < self.config.pause_timeout:
                 return None
             balance = self.balance if self.balance is not None else Decimal(0)
+            if self._pause_cost:  # a spend paused it: the balance may be above the minimum
+                below = (f"below the {format_usd(self.resume_balance)} needed to pay for the waiting spend "
+                         f"and keep the minimum of {format_usd(self.config.min_balance)}")
+            else:
+                below = f"below the minimum of {format_usd(self.config.min_balance)}"
             return LowBalanceError(
-                f"The VastCap balance stayed below the minimum of {format_usd(self.config.min_balance)} "
-                f"for {self.config.pause_timeout:g} s of pause (balance {format_usd(balance)}); no top-up "
-                "came in time. Top up the account from the VastCap dashboard and run the job again.",
+                f"The VastCap balance stayed {below} for {self.config.pause_timeout:g} s of pause "
+                f"(balance {format_usd(balance)}); no top-up came in time. Top up the account from the "
+                "VastCap dashboard and run the job again.",
                 balance=balance,
                 minimum=self.config.min_balance,
             )
