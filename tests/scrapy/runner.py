@@ -6,6 +6,7 @@ Used by the tests as ``python runner.py CONFIG.json``; CONFIG is::
      "log_file": "/tmp/.../crawl.log",
      "enable": "extensions" | "addon" | "none",   # how the guard is enabled (default: extensions)
      "watch_browsers": false,                     # record browser processes this process starts
+     "events_file": "/tmp/.../events.jsonl",       # a line per guard_tripped, crawl_paused, crawl_resumed
      "settings": {...process settings...},
      "crawlers": [{"url": "http://127.0.0.1:PORT/", "settings": {...}, "cost": "0.5",
                    "ensure_funds": "3", "max_pages": 50,
@@ -250,6 +251,7 @@ def main() -> None:
         "RETRY_ENABLED": False,
     }
     enable = config.get("enable", "extensions")
+    events_file = config.get("events_file")
     if enable == "extensions":
         settings["EXTENSIONS"] = {"vastcap_guard.scrapy.BalanceGuard": 500}
         settings["DOWNLOADER_MIDDLEWARES"] = {"vastcap_guard.scrapy.CostGuardMiddleware": 50}
@@ -302,6 +304,9 @@ def main() -> None:
             if name in ("guard_tripped", "crawl_paused", "crawl_resumed"):
                 # the decision: what the downloader had already let out, and still held, at this moment
                 entry["committed"] = committed(crawler)
+                if events_file:  # for the test driving the crawl from outside, as it happens
+                    with open(events_file, "a") as fh:
+                        fh.write(json.dumps({"crawler": record["index"], "signal": name, "at": entry["at"]}) + "\n")
             if name == "balance_checked" and crawler.stats is not None:
                 # the forecast stats as this check left them (None: absent)
                 entry["stats"] = {k: crawler.stats.get_value(f"vastcap/{k}")

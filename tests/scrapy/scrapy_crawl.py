@@ -75,11 +75,13 @@ def run_crawl(
     watch_browsers: bool = False,
     allow_deprecations: tuple[str, ...] = (),
     log_filter: Callable[[str], str] | None = None,
+    events: Path | None = None,
 ) -> Crawl:
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_file = tmp_path / f"crawl-{time.monotonic_ns()}.log"
     config = {"mode": mode, "log_file": str(log_file), "settings": settings or {}, "crawlers": crawlers,
-              "enable": enable, "watch_browsers": watch_browsers}
+              "enable": enable, "watch_browsers": watch_browsers,
+              "events_file": str(events) if events is not None else None}
     config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
     config_file.write_text(json.dumps(config))
     proc_env = dict(os.environ if env is None else env)
@@ -149,3 +151,19 @@ def in_parallel(jobs: dict[str, Callable[[], T]], workers: int = 6) -> dict[str,
 def requests_after(times: list[float], at: float) -> int:
     """How many of ``times`` (a server's request log) came after the decision taken ``at``."""
     return sum(1 for t in times if t > at)
+
+
+def events(path: Path, signal: str, crawler: int | None = None) -> list[float]:
+    """When ``signal`` (guard_tripped, crawl_paused, crawl_resumed) was sent, from a running crawl's
+    ``events`` file (see :func:`run_crawl`)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if event["signal"] == signal and (crawler is None or event["crawler"] == crawler):
+            out.append(float(event["at"]))
+    return out

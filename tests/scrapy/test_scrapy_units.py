@@ -44,6 +44,7 @@ def test_defaults_follow_the_contract() -> None:
     assert config.timeout == 10
     assert config.max_failures == 3
     assert config.require_preflight is True
+    assert config.on_low_balance == "close" and config.pause_timeout == 3600
 
 
 def test_string_settings_from_the_command_line() -> None:
@@ -52,7 +53,9 @@ def test_string_settings_from_the_command_line() -> None:
         "VASTCAP_WARN_BALANCE": "2", "VASTCAP_MAX_SPEND": "1.5", "VASTCAP_MAX_FAILURES": "0",
         "VASTCAP_TIMEOUT": "3", "VASTCAP_REQUIRE_PREFLIGHT": "false",
         "VASTCAP_API_URL": "http://127.0.0.1:9/api/solver/",
+        "VASTCAP_ON_LOW_BALANCE": " Pause ", "VASTCAP_PAUSE_TIMEOUT": "90",
     }), environ={})
+    assert config.on_low_balance == "pause" and config.pause_timeout == 90
     assert config.interval == 0.5
     assert config.min_balance == Decimal("0.10")
     assert config.warn_balance == Decimal(2) and config.max_spend == Decimal("1.5")
@@ -72,7 +75,8 @@ def test_key_falls_back_to_the_environment() -> None:
     [("VASTCAP_CHECK_INTERVAL", "0"), ("VASTCAP_CHECK_INTERVAL", "soon"), ("VASTCAP_MIN_BALANCE", "-1"),
      ("VASTCAP_WARN_BALANCE", "lots"), ("VASTCAP_MAX_SPEND", "0"), ("VASTCAP_MAX_FAILURES", "-1"),
      ("VASTCAP_TIMEOUT", "nan"), ("VASTCAP_REQUIRE_PREFLIGHT", "maybe"), ("VASTCAP_API_URL", "ftp://x"),
-     ("VASTCAP_API_KEY", 12345)],
+     ("VASTCAP_API_KEY", 12345), ("VASTCAP_ON_LOW_BALANCE", "wait"), ("VASTCAP_PAUSE_TIMEOUT", "0"),
+     ("VASTCAP_PAUSE_TIMEOUT", "forever")],
 )
 def test_errors_name_the_setting(setting: str, value: Any) -> None:
     with pytest.raises(ConfigError) as info:
@@ -87,7 +91,14 @@ def test_setting_names_cover_every_config_field() -> None:
         "VASTCAP_API_KEY", "VASTCAP_API_URL", "VASTCAP_CHECK_INTERVAL", "VASTCAP_MIN_BALANCE",
         "VASTCAP_WARN_BALANCE", "VASTCAP_MAX_SPEND", "VASTCAP_MAX_FAILURES", "VASTCAP_TIMEOUT",
         "VASTCAP_REQUIRE_PREFLIGHT", "VASTCAP_WARN_MINUTES", "VASTCAP_SHARED_STATE",
+        "VASTCAP_ON_LOW_BALANCE", "VASTCAP_PAUSE_TIMEOUT",
     }
+    # and every GuardConfig field a user sets has a Scrapy setting
+    from dataclasses import fields
+
+    from vastcap_guard import GuardConfig
+
+    assert set(SETTING_NAMES) == {f.name for f in fields(GuardConfig)} - {"key_source"}
 
 
 @pytest.mark.parametrize(("text", "value"), [("3", Decimal(3)), (0.25, Decimal("0.25")), (Decimal("0"), Decimal(0))])
