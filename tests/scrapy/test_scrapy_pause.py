@@ -185,7 +185,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Run
                 jobs[f"{name}-{mode}"] = (lambda s=scenario, m=mode, n=name: s(tmp / f"{n}-{m}", m))  # type: ignore[misc]
     for name, scenario in ASYNCIO_ONLY.items():
         jobs[f"{name}-asyncio"] = (lambda s=scenario, n=name: s(tmp / n, "asyncio"))  # type: ignore[misc]
-    return in_parallel(jobs, workers=8)
+    return in_parallel(jobs, workers=len(jobs))
 
 
 def modes() -> list[Any]:

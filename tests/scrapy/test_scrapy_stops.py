@@ -7,7 +7,7 @@
   charged no more than the cap, and ``vastcap/spent`` is what it was charged.
 - A pipeline that spends: ``ensure_funds_for_item`` drops items with one line, no traceback.
 
-Crawls of one test run in parallel subprocesses, one per reactor mode.
+All crawls of this module run at once, in parallel subprocesses, the first time a test asks for one.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ PAGE_COST = Decimal("0.01")
 TASK_COST = Decimal("0.002")
 API_SLOT = "vastcap-api"
 SITE_SLOT = "127.0.0.1"
+SLOW_KEY = "vc_test_slow_debit_8c1d"
+SLOW_CAP, SLOW_START = Decimal("0.005"), Decimal("1")
 
 
 def modes() -> list[Any]:
@@ -53,9 +55,17 @@ class Outcome:
         return tripped
 
 
-def _per_mode(tmp: Path, scenario: Callable[[Path, str], Outcome]) -> dict[str, Callable[[], Outcome]]:
-    jobs = {m: (lambda m=m: scenario(tmp / m, m)) for m in MODES if mode_supported(m)}  # type: ignore[misc]
-    return in_parallel(jobs)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Outcome]]:
+    tmp = tmp_path_factory.mktemp("stops")
+    jobs: dict[str, Callable[[], Outcome]] = {"slow_debit": lambda: slow_debit_scenario(tmp / "slow_debit")}
+    for mode in MODES:
+        if mode_supported(mode):
+            jobs[f"queued-{mode}"] = lambda m=mode: queued_scenario(tmp / f"queued-{m}", m)  # type: ignore[misc]
+            jobs[f"pipeline-{mode}"] = lambda m=mode: pipeline_scenario(tmp / f"pipeline-{m}", m)  # type: ignore[misc]
+    return in_parallel(jobs, workers=7)
 
 
 # -- requests queued in the downloader --------------------------------------------------------------
@@ -77,15 +87,10 @@ def queued_scenario(tmp: Path, mode: str) -> Outcome:
         return Outcome(crawl, site.requests, [c for c in sb.calls() if c.method != "getBalance"])
 
 
-@pytest.fixture(scope="module")
-def queued(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Outcome]]:
-    return _per_mode(tmp_path_factory.mktemp("queued"), queued_scenario)
-
-
 @pytest.mark.parametrize("mode", modes())
 def test_no_queued_request_reaches_a_site_or_the_api_after_a_stop(
-        queued: dict[str, Callable[[], Outcome]], mode: str) -> None:
-    out = queued[mode]()
+        runs: dict[str, Callable[[], Outcome]], mode: str) -> None:
+    out = runs[f"queued-{mode}"]()
     crawl = out.crawl
     assert crawl.reason == "vastcap_account_disabled"
     decision = out.decision()
@@ -112,9 +117,9 @@ def test_no_queued_request_reaches_a_site_or_the_api_after_a_stop(
 
 
 @pytest.mark.parametrize("mode", modes())
-def test_dropped_paid_requests_release_their_reservation(queued: dict[str, Callable[[], Outcome]],
+def test_dropped_paid_requests_release_their_reservation(runs: dict[str, Callable[[], Outcome]],
                                                           mode: str) -> None:
-    out = queued[mode]()
+    out = runs[f"queued-{mode}"]()
     paid_pages = sum(1 for r in out.site if r.path != "/")  # the start request costs nothing
     tasks = sum(1 for c in out.api if c.method == "createTask")
     spent = Decimal(str(out.crawl.stats()["vastcap/spent"]))
@@ -125,36 +130,43 @@ def test_dropped_paid_requests_release_their_reservation(queued: dict[str, Calla
 
 
 # -- VASTCAP_MAX_SPEND with a slow debit ------------------------------------------------------------
-def test_spend_cap_with_a_slow_solver_charges_at_most_the_cap_and_counts_it_all(tmp_path: Path) -> None:
+def slow_debit_scenario(tmp: Path) -> Outcome:
     """The issue's setup: cap $0.005, a check every second, the sandbox debiting each solve on
     getTaskResult 2 s after createTask; the example project's paid createTask requests."""
-    key = "vc_test_slow_debit_8c1d"
-    cap, price, start = Decimal("0.005"), Decimal("0.002"), Decimal("1")
-    result_file = tmp_path / "result.json"
+    tmp.mkdir(parents=True, exist_ok=True)
+    result_file = tmp / "result.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCRAPY_", "VASTCAP_", "DEMO_"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    with Sandbox({key: start}, price=price, solve_delay=2) as sb, \
+    with Sandbox({SLOW_KEY: SLOW_START}, price=TASK_COST, solve_delay=2) as sb, \
             LocalSite(pages=300, captcha_every=12) as site:
-        env.update(VASTCAP_API_KEY=key, VASTCAP_API_URL=sb.url)
+        env.update(VASTCAP_API_KEY=SLOW_KEY, VASTCAP_API_URL=sb.url)
         proc = subprocess.run(
             [sys.executable, "-m", "scrapy", "crawl", "captchas", "-a", f"site_url={site.url}",
-             "-s", f"VASTCAP_MAX_SPEND={cap}", "-s", "VASTCAP_CHECK_INTERVAL=1", "-s", "DOWNLOAD_DELAY=0.25",
+             "-s", f"VASTCAP_MAX_SPEND={SLOW_CAP}", "-s", "VASTCAP_CHECK_INTERVAL=1", "-s", "DOWNLOAD_DELAY=0.25",
              "-s", f"DEMO_RESULT_FILE={result_file}", "-s", "LOG_LEVEL=DEBUG"],
             cwd=REPO / "examples" / "scrapy_project", env=env, capture_output=True, text=True, timeout=120,
         )
-        charged = start - sb.balance(key)
-        created = sb.call_count("createTask")
+        charged = SLOW_START - sb.balance(SLOW_KEY)
+        api = [c for c in sb.calls() if c.method != "getBalance"]
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     result = json.loads(result_file.read_text())
-    stats = result["stats"]
-    assert result["finish_reason"] == "vastcap_budget_exceeded", log[-3000:]
-    assert charged > 0 and created >= 1  # it did spend
+    crawl = Crawl({"crawlers": [{"stats": result["stats"], "signals": []}]}, log, proc.stderr)
+    return Outcome(crawl, site.requests, api, charged)
+
+
+def test_spend_cap_with_a_slow_solver_charges_at_most_the_cap_and_counts_it_all(
+        runs: dict[str, Callable[[], Outcome]]) -> None:
+    out = runs["slow_debit"]()
+    log, stats = out.crawl.log, out.crawl.stats()
+    assert stats["finish_reason"] == "vastcap_budget_exceeded", log[-3000:]
+    created = sum(1 for c in out.api if c.method == "createTask")
+    assert out.charged > 0 and created >= 1  # it did spend
     # the cap holds: every createTask that passed was reserved until a reading showed its debit
-    assert charged <= cap, (charged, created)
+    assert out.charged <= SLOW_CAP, (out.charged, created)
     # and the guard counted all of it (a closing reading catches the debits after its last check)
-    assert Decimal(str(stats["vastcap/spent"])) == charged
-    assert "Traceback" not in log and key not in log
+    assert Decimal(str(stats["vastcap/spent"])) == out.charged
+    assert "Traceback" not in log and SLOW_KEY not in log
     assert len(re.findall(r"\] ERROR: ", log)) == 1
 
 
@@ -170,15 +182,10 @@ def pipeline_scenario(tmp: Path, mode: str) -> Outcome:
         return Outcome(crawl, site.requests, [])
 
 
-@pytest.fixture(scope="module")
-def pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Callable[[], Outcome]]:
-    return _per_mode(tmp_path_factory.mktemp("pipeline"), pipeline_scenario)
-
-
 @pytest.mark.parametrize("mode", modes())
 def test_a_pipeline_that_cannot_pay_drops_items_quietly_and_the_crawl_closes(
-        pipelines: dict[str, Callable[[], Outcome]], mode: str) -> None:
-    crawl = pipelines[mode]().crawl
+        runs: dict[str, Callable[[], Outcome]], mode: str) -> None:
+    crawl = runs[f"pipeline-{mode}"]().crawl
     assert crawl.reason == "vastcap_budget_exceeded"
     stats = crawl.stats()
     assert stats["item_scraped_count"] == 2  # $0.004 of the $0.005 cap
