@@ -135,6 +135,27 @@ def test_demo_runs_until_the_guard_stops_the_crawl() -> None:
     assert DEMO_KEY not in out + proc.stderr
 
 
+def test_demo_pause_waits_for_the_top_up_and_runs_to_the_end() -> None:
+    proc = _run_demo("--pause", "--pages", "100", "--balance", "0.02", "--interval", "0.5", "--top-up-after", "2")
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "scrapy crawl captchas -s VASTCAP_ON_LOW_BALANCE=pause" in out
+    progress = [line for line in out.splitlines() if re.match(r"\s*\d+\.\ds  pages ", line)]
+    # the live line says the crawl is paused, then that it resumed after the top-up
+    paused = [i for i, line in enumerate(progress) if line.endswith("paused: waiting for a top-up")]
+    resumed = [i for i, line in enumerate(progress) if "resumed after a top-up of $0.04" in line]
+    assert paused and resumed and max(paused) < min(resumed), progress
+    assert "(the demo tops the account up by $0.04)" in out  # 20 captcha pages at $0.002
+    summary = out[out.index("Summary"):]
+    assert re.search(r"pages crawled +101 requests reached the site; 101 pages scraped, 20 of them", summary)
+    assert re.search(r"paused +1 time\(s\), \d+\.\d s in all; the demo topped up", summary)
+    assert re.search(r"balance +\$0\.02 -> \$0\.0\d+ \(topped up by \$0\.04\)", summary)
+    assert "finish_reason: finished" in summary
+    assert "paused the crawl [vastcap_low_balance]" in summary  # the guard's own WARNING line
+    assert "every page crawled once (finish_reason finished)" in out
+    assert DEMO_KEY not in out + proc.stderr
+
+
 def test_demo_runs_the_project_shipped_inside_an_installed_package(tmp_path: Path) -> None:
     # an installed package without the repository around it, laid out as the wheel lays it out
     # (pyproject.toml maps examples/scrapy_project to vastcap_guard/example_project)

@@ -304,3 +304,100 @@ def test_warn_minutes_config() -> None:
     assert GuardConfig.build(KEY, environ={}, warn_minutes="2.5").warn_minutes == 2.5
     with pytest.raises(ConfigError, match="VASTCAP_WARN_MINUTES"):
         GuardConfig.build(KEY, environ={}, warn_minutes="soon", names={"warn_minutes": "VASTCAP_WARN_MINUTES"})
+
+
+# -- pause mode ------------------------------------------------------------------------------------
+def test_pause_mode_pauses_holds_and_resumes_on_a_top_up() -> None:
+    g = guard(on_low_balance="pause")
+    assert actions(g, [ok("1"), ok("0.0005"), ok("0.0005"), down(), ok("0.0009"), ok("0.001")]) == [
+        "ok", "pause", "hold", "failed", "hold", "resume"]
+    assert g.tripped is None and not g.paused
+    assert g.pauses == 1 and g.paused_seconds > 0 and g.last_pause_seconds > 0
+
+
+def test_pause_mode_only_pauses_for_a_low_balance() -> None:
+    g = guard(on_low_balance="pause")
+    g.observe(ok("0"))
+    assert g.paused
+    v = g.observe(Reading(None, InvalidKeyError("gone"), seq=next(_seq)))
+    assert v is not None and v.reason == "vastcap_invalid_key"
+    assert not g.paused  # a stop ends the pause
+    capped = guard(on_low_balance="pause", max_spend="1")
+    assert actions(capped, [ok("5"), ok("3.5")]) == ["ok", "stop:vastcap_budget_exceeded"]
+
+
+def test_pause_mode_counts_failed_checks_while_paused() -> None:
+    g = guard(on_low_balance="pause", max_failures=2)
+    assert actions(g, [ok("1"), ok("0"), down(), down()]) == ["ok", "pause", "failed", "stop:vastcap_api_unavailable"]
+
+
+def test_a_pause_longer_than_the_timeout_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vastcap_guard.guard as guard_module
+
+    now = [1000.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now[0])
+    g = guard(on_low_balance="pause", pause_timeout=60)
+    assert actions(g, [ok("1"), ok("0")]) == ["ok", "pause"]
+    now[0] += 59
+    assert g.expire_pause() is None
+    now[0] += 2
+    error = g.expire_pause()
+    assert isinstance(error, LowBalanceError) and g.tripped is error
+    assert "60 s of pause" in str(error)
+
+
+def test_a_remote_low_balance_stop_pauses_a_pausing_member() -> None:
+    g = guard(on_low_balance="pause")
+    g.observe(ok("1"))
+    stop = Reading(None, LowBalanceError("fleet", balance=Decimal(0), minimum=Decimal(5)), seq=next(_seq),
+                   remote_stop=True)
+    v = g.observe(stop)
+    assert v is not None and v.action is Action.PAUSE and g.tripped is None
+    assert isinstance(v.error, LowBalanceError) and v.error.minimum == Decimal("0.001")
+    closing = guard()
+    closing.observe(ok("1"))
+    v = closing.observe(Reading(None, LowBalanceError("fleet", balance=Decimal(0), minimum=Decimal(5)),
+                                seq=next(_seq), remote_stop=True))
+    assert v is not None and v.reason == "vastcap_low_balance"
+
+
+def test_a_spend_the_balance_cannot_pay_pauses_until_a_reading_shows_it_can() -> None:
+    g = guard(on_low_balance="pause")
+    g.observe(ok("0.005"))
+    assert g.reserve(Decimal("0.002")) == Decimal("0.003")
+    with pytest.raises(LowBalanceError) as info:
+        g.reserve(Decimal("0.003"))  # 0.005 - 0.002 - 0.003 = 0 < 0.001
+    v = g.pause_for_spend(info.value, Decimal("0.003"))
+    assert v is not None and v.action is Action.PAUSE and v.reading is None and g.paused
+    assert g.resume_balance == Decimal("0.006")  # minimum + reserved + the spend that paused
+    assert g.pause_for_spend(info.value, Decimal("0.003")) is None  # already paused
+    with pytest.raises(LowBalanceError):
+        g.reserve(Decimal("0.0001"))  # nothing is spent while paused
+    # the reserved spend shows: $0.003 left is above the minimum, but cannot pay the $0.003
+    assert actions(g, [ok("0.003"), ok("0.0039")]) == ["hold", "hold"]
+    assert actions(g, [ok("0.004")]) == ["resume"]
+    assert g.reserve(Decimal("0.003")) == Decimal("0.001")
+
+
+def test_a_spend_pause_is_a_close_mode_no_op() -> None:
+    g = guard()
+    g.observe(ok("1"))
+    error = g.low_balance_error(Decimal(0), projected=True)
+    assert g.pause_for_spend(error, Decimal(2)) is None and not g.paused
+
+
+def test_a_spend_pause_that_times_out_says_what_balance_was_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vastcap_guard.guard as guard_module
+
+    now = [1000.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now[0])
+    g = guard(on_low_balance="pause", pause_timeout=10)
+    g.observe(ok("0.02"))
+    error = g.low_balance_error(Decimal("0.0"), projected=True)
+    assert g.pause_for_spend(error, Decimal("0.02")) is not None
+    now[0] += 11
+    timed_out = g.expire_pause()
+    assert isinstance(timed_out, LowBalanceError)
+    assert "stayed below the $0.021 needed to pay for the waiting spend and keep the minimum of $0.001" \
+        in str(timed_out)
+    assert "for 10 s of pause (balance $0.02)" in str(timed_out)

@@ -152,6 +152,35 @@ def test_ensure_funds_reserves_then_refuses_and_stops(sandbox: Sandbox) -> None:
         run.close()
 
 
+def test_ensure_funds_in_pause_mode_pauses_instead_of_stopping(sandbox: Sandbox,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    sandbox.set_balance(KEY, "0.005")
+    verdicts: list[Verdict] = []
+    stops: list[str] = []
+    run = new_run(config(sandbox, interval=60, on_low_balance="pause"), on_verdict=verdicts.append,
+                  on_stop=lambda e, at_start: stops.append(e.reason))
+    run.start_blocking()
+    try:
+        assert run.ensure_funds("0.002") == Decimal("0.003")
+        with pytest.raises(LowBalanceError):
+            run.ensure_funds("0.003")  # would leave 0: the job pauses, it does not stop
+        assert run.paused and run.tripped is None and stops == []
+        assert [v.action for v in verdicts] == [Action.OK, Action.PAUSE]
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        # how to resume: the minimum, the $0.002 reserved and the $0.003 that paused the job
+        assert "paused the test job [vastcap_low_balance]" in warning and "at or above $0.006" in warning
+        assert "pause_timeout" in warning
+        with pytest.raises(LowBalanceError):
+            run.ensure_funds("0.003")  # still paused: no second pause, no second line
+        assert [v.action for v in verdicts] == [Action.OK, Action.PAUSE]
+        sandbox.set_balance(KEY, "1")  # a top-up
+        run.take(run.request(max_age=None).result(10))
+        assert not run.paused and verdicts[-1].action is Action.RESUME
+        assert run.ensure_funds("0.003") == Decimal("0.995")
+    finally:
+        run.close()
+
+
 def test_closing_reading_only_when_spend_is_unseen(sandbox: Sandbox) -> None:
     run = new_run(config(sandbox, interval=60))
     run.start_blocking()

@@ -1,5 +1,5 @@
-"""GuardedRun.ensure_funds in pause mode: a spend the balance cannot cover is refused, and the job
-is left to the readings (pause, resume) instead of being stopped; close mode still stops it."""
+"""GuardedRun.ensure_funds in pause mode: a spend the balance cannot cover is refused and pauses the
+job (it is not stopped) until a reading shows the balance can pay; close mode still stops it."""
 
 from __future__ import annotations
 
@@ -32,7 +32,13 @@ def test_a_spend_below_the_minimum_is_refused_and_stops_only_in_close_mode(sandb
             run.ensure_funds("10.25")  # would leave $0.00
         assert (run.tripped is None) == (mode == "pause")
         if mode == "pause":
-            assert run.ensure_funds("1") == run.balance - 1  # the job goes on spending what it can pay
+            assert run.paused  # the job waits for a top-up that covers the refused spend
+            with pytest.raises(LowBalanceError):
+                run.ensure_funds("1")  # nothing is spent while paused
+            sandbox.set_balance(KEY, "20")
+            run.take(run.request(max_age=None).result(timeout=30))
+            assert not run.paused and run.tripped is None
+            assert run.ensure_funds("1") == run.balance - 1
     finally:
         run.close()
 

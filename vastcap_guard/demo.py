@@ -7,9 +7,13 @@ for every captcha it solves, the balance runs down, and vastcap-guard closes the
 ``finish_reason: vastcap_low_balance``. A live display shows pages, balance, spend and checks;
 a summary says what was crawled, what it cost, and why and when the crawl stopped.
 
+With ``--pause`` the crawl runs with ``VASTCAP_ON_LOW_BALANCE = "pause"``: when the account runs
+dry it pauses instead of closing, the demo tops the account up a few seconds later (as a person
+would from the dashboard), and the crawl resumes and runs to the end of the site.
+
 No API key and no network are needed. Exit status: 0 when the guard stopped the crawl as
-designed, 1 when the crawl ended any other way, 2 for bad options or a missing dependency,
-130 when interrupted.
+designed (``--pause``: paused, then finished after the top-up), 1 when the crawl ended any other
+way, 2 for bad options or a missing dependency, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -125,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the crawl's DOWNLOAD_DELAY for site pages (default: %(default)s)")
     p.add_argument("--timeout", type=_interval, default=180.0, metavar="SECONDS",
                    help="give up (exit 1) if the crawl runs longer than this (default: %(default)s)")
+    p.add_argument("--pause", action="store_true",
+                   help="VASTCAP_ON_LOW_BALANCE = pause: the crawl pauses when the account runs dry, the demo "
+                        "tops it up, and the crawl resumes to the end")
+    p.add_argument("--top-up", type=_usd, metavar="USD",
+                   help="--pause: how much the demo adds to the account (default: enough for every captcha "
+                        "of the site)")
+    p.add_argument("--top-up-after", type=_seconds, default=3.0, metavar="SECONDS",
+                   help="--pause: how long the crawl waits, paused, before the demo tops up (default: %(default)s)")
     p.add_argument("--project", metavar="PATH",
                    help="the example project's directory (default: examples/scrapy_project of this checkout)")
     p.add_argument("--log", metavar="FILE", help="keep the crawl's full log in FILE")
@@ -136,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- watching the crawl ----------------------------------------------------------------------------
 _CLOSING = re.compile(r"Closing spider \((?P<reason>[^)]*)\)")
+#: the guard's pause and resume lines (``VASTCAP_ON_LOW_BALANCE = "pause"``)
+_PAUSED = re.compile(r"vastcap-guard (?:paused the crawl|is holding the crawl before it starts) \[")
+_RESUMED = re.compile(r"vastcap-guard: the VastCap balance is .*; the crawl resumes after waiting")
 
 
 @dataclass
@@ -148,6 +163,10 @@ class _CrawlLog:
     stop_clock: str | None = None
     guard_lines: list[str] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)
+    #: ``time.monotonic()`` of the current pause's line (None: not paused), and the pauses seen
+    paused_at: float | None = None
+    pauses: int = 0
+    resumes: int = 0
 
     def follow(self, stream: IO[str]) -> threading.Thread:
         t = threading.Thread(target=self._run, args=(stream,), name="vastcap-demo-log", daemon=True)
@@ -161,6 +180,10 @@ class _CrawlLog:
                 out.flush()
                 line = line.rstrip("\n")
                 self.tail = [*self.tail[-29:], line]
+                if _PAUSED.search(line):
+                    self.paused_at, self.pauses = time.monotonic(), self.pauses + 1
+                elif _RESUMED.search(line):
+                    self.paused_at, self.resumes = None, self.resumes + 1
                 m = _CLOSING.search(line)
                 if m and self.stop_reason is None:
                     self.stop_reason, self.stop_at = m.group("reason"), time.monotonic()
@@ -180,15 +203,21 @@ class _Progress:
     out: TextIO
     tty: bool
     _width: int = 0
+    #: money the demo added to the account (--pause)
+    topped_up: Decimal = Decimal(0)
 
     def line(self, log: _CrawlLog) -> str:
         balance = self.sandbox.balance(DEMO_KEY)
-        spent = self.balance_start - balance
+        spent = self.balance_start + self.topped_up - balance
         text = (f"{time.monotonic() - self.started:5.1f}s  pages {self.site.request_count:4d}  "
                 f"captchas {int(spent / self.price):3d}  balance ${balance:.4f}  spent ${spent:.4f}  "
                 f"checks {self.sandbox.call_count('getBalance'):3d}")
         if log.stop_reason:
             text += f"  -> stopping: {log.stop_reason}"
+        elif log.paused_at is not None:
+            text += "  paused: waiting for a top-up"
+        elif log.resumes:
+            text += f"  resumed after a top-up of {format_usd(self.topped_up)}"
         return text
 
     def show(self, log: _CrawlLog) -> None:
@@ -290,7 +319,13 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
             "-s", f"DEMO_RESULT_FILE={result_file}",
             "-s", "LOG_LEVEL=INFO",
         ]
+        if args.pause:
+            cmd += ["-s", "VASTCAP_ON_LOW_BALANCE=pause"]
+        # --pause: enough for every captcha of the site, unless told otherwise
+        top_up: Decimal = args.top_up or price * -(-args.pages // args.captcha_every)
         what = f"cd {project} && scrapy crawl {SPIDER}"
+        if args.pause:
+            what += " -s VASTCAP_ON_LOW_BALANCE=pause"
         out.write(f"sandbox  {sandbox.url}  (account {format_usd(balance)}, {format_usd(price)} per solve)\n"
                   f"site     {site.url}  ({args.pages} pages, a captcha on every {args.captcha_every}th)\n"
                   f"crawl    {what}  (check every {args.interval:g} s)\n\n")
@@ -307,8 +342,18 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
         progress = _Progress(sandbox, site, balance, price, started, out, tty)
         timed_out = interrupted = False
         refresh = 0.2 if tty else 1.0
+        topped_up_at: float | None = None
         try:
             while proc.poll() is None:
+                paused_at = log.paused_at
+                if (args.pause and topped_up_at is None and paused_at is not None
+                        and time.monotonic() - paused_at >= args.top_up_after):
+                    # what a person would do from the VastCap dashboard
+                    sandbox.set_balance(DEMO_KEY, sandbox.balance(DEMO_KEY) + top_up)
+                    progress.topped_up += top_up
+                    topped_up_at = time.monotonic()
+                    if not tty:
+                        out.write(f"  (the demo tops the account up by {format_usd(top_up)})\n")
                 progress.show(log)
                 try:
                     proc.wait(timeout=refresh)
@@ -340,20 +385,27 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
         reason = result.get("finish_reason") or log.stop_reason
         balance_end = sandbox.balance(DEMO_KEY)
         pages = site.request_count
+        paths = [r.path for r in site.requests]
+        repeated = len(paths) - len(set(paths))
         solves = sandbox.call_count("createTask")
 
-    spent = balance - balance_end
+    spent = balance + progress.topped_up - balance_end
     stop_after = (log.stop_at or ended) - started
     out.write("\nSummary\n")
     rows = [
         ("pages crawled", f"{pages} requests reached the site; {stats.get('item_scraped_count', 0)} pages "
                           f"scraped, {stats.get('demo/captchas_solved', 0)} of them behind a solved captcha"),
-        ("money spent", f"{format_usd(spent)} of {format_usd(balance)} "
+        ("money spent", f"{format_usd(spent)} of {format_usd(balance + progress.topped_up)} "
                         f"({int(spent / price)} captchas at {format_usd(price)}; {solves} createTask calls)"),
-        ("balance", f"{format_usd(balance)} -> {format_usd(balance_end)}"),
+        ("balance", f"{format_usd(balance)} -> {format_usd(balance_end)}"
+                    + (f" (topped up by {format_usd(progress.topped_up)})" if progress.topped_up else "")),
         ("balance checks", f"{stats.get('vastcap/checks', '?')} (every {args.interval:g} s), "
                            f"{stats.get('vastcap/check_failures', 0)} failed"),
         ("paid requests blocked", f"{stats.get('vastcap/requests_blocked', 0)} (CostGuardMiddleware)"),
+        *([("paused", f"{stats.get('vastcap/pauses', log.pauses)} time(s), "
+                      f"{stats.get('vastcap/paused_seconds', 0)} s in all"
+                      + (f"; the demo topped up {topped_up_at - started:.1f} s into the crawl"
+                         if topped_up_at is not None else ""))] if args.pause else []),
         ("stopped", f"after {stop_after:.1f} s{f' (at {log.stop_clock})' if log.stop_clock else ''}, "
                     f"finish_reason: {reason or 'unknown'}"),
     ]
@@ -370,6 +422,8 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
     if timed_out:
         err.write(f"\nvastcap-guard demo: the crawl was still running after {args.timeout:g} s and was "
                   "stopped; the guard did not stop it.\n")
+    if args.pause:
+        return _pause_outcome(args, log, stats, reason, timed_out, repeated, out, err)
     if reason == EXPECTED_REASON and not timed_out:
         out.write(f"\nvastcap-guard stopped the crawl (finish_reason {EXPECTED_REASON}): the account could no "
                   f"longer pay for captchas at {format_usd(price)} and keep its minimum balance of "
@@ -390,6 +444,30 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
             why = f"it ended with finish_reason {reason!r}"
         err.write(f"\nvastcap-guard demo: expected the guard to stop the crawl with {EXPECTED_REASON}, but "
                   f"{why}.\n")
+    if not args.log:
+        err.write("Last lines of the crawl log:\n" + "".join(f"  {line}\n" for line in log.tail[-20:]))
+    return 1
+
+
+def _pause_outcome(args: argparse.Namespace, log: _CrawlLog, stats: dict[str, Any], reason: str | None,
+                   timed_out: bool, repeated: int, out: TextIO, err: TextIO) -> int:
+    """--pause: the crawl should have paused when the account ran dry, and finished after the top-up
+    with every page crawled once."""
+    pauses = int(stats.get("vastcap/pauses") or log.pauses)
+    if reason == "finished" and pauses >= 1 and not timed_out and not repeated:
+        out.write(f"\nvastcap-guard paused the crawl when the account could no longer pay for captchas at "
+                  f"{format_usd(args.price)}, and resumed it at the first check after the top-up: the crawl "
+                  "finished, every page crawled once (finish_reason finished).\n")
+        return 0
+    if not timed_out:
+        if pauses == 0:
+            why = (f"it never paused (finish_reason {reason!r}): the balance outlasted the site "
+                   "(use more --pages or less --balance)")
+        elif repeated:
+            why = f"{repeated} page(s) were requested twice"
+        else:
+            why = f"it ended with finish_reason {reason!r}"
+        err.write(f"\nvastcap-guard demo: expected the crawl to pause, then finish after the top-up, but {why}.\n")
     if not args.log:
         err.write("Last lines of the crawl log:\n" + "".join(f"  {line}\n" for line in log.tail[-20:]))
     return 1

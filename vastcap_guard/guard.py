@@ -152,6 +152,8 @@ class Guard:
         self.paused_seconds = 0.0
         #: how long the last finished pause lasted (seconds)
         self.last_pause_seconds = 0.0
+        #: pause mode: the spend that paused the job (0: a reading below the minimum paused it)
+        self._pause_cost = Decimal(0)
         #: spend reserved by cost-aware callers that no reading has shown yet: (monotonic, USD)
         self._reservations: list[tuple[float, Decimal]] = []
         self._last_seq = -1
@@ -257,6 +259,10 @@ class Guard:
             forecast_low = self._forecast_crossed(forecast)
             action = Action.OK
             if self.paused:
+                short = self._unaffordable_pause_cost(balance)
+                if short is not None:
+                    # a spend paused the job: it resumes once the balance can pay for that spend
+                    return self._pause(reading, self.low_balance_error(short, projected=True), forecast)
                 self._end_pause()
                 action = Action.RESUME
             if cfg.warn_balance is not None:
@@ -309,7 +315,7 @@ class Guard:
             return self._pause(reading, error, forecast)
         return self._stop(reading, error)
 
-    def _pause(self, reading: Reading, error: LowBalanceError, forecast: Forecast | None = None) -> Verdict:
+    def _pause(self, reading: Reading | None, error: LowBalanceError, forecast: Forecast | None = None) -> Verdict:
         if self.paused_since is None:
             self.paused_since = time.monotonic()
             self.pauses += 1
@@ -319,7 +325,35 @@ class Guard:
             return self._stop(reading, timed_out)
         return Verdict(Action.HOLD, reading, error, forecast=forecast)
 
+    def pause_for_spend(self, error: LowBalanceError, cost: Decimal) -> Verdict | None:
+        """Pause mode: a spend of ``cost`` that the balance cannot pay (:meth:`reserve` refused it
+        with ``error``) pauses the job as a reading below the minimum would, and the job resumes
+        at the first reading that shows the balance can pay for that spend. Returns the PAUSE
+        verdict when a pause begins; ``None`` when already paused, stopped, or not in pause mode."""
+        with self._lock:
+            if not self.pausing or self.tripped is not None or self.paused_since is not None:
+                return None
+            self._pause_cost = cost
+            return self._pause(None, error)
+
+    @property
+    def resume_balance(self) -> Decimal:
+        """Pause mode: the balance a reading must show for the job to resume (the minimum, plus
+        the spend that paused it and the spend reserved before, if a spend paused it)."""
+        with self._lock:
+            if not self._pause_cost:
+                return self.config.min_balance
+            return self.config.min_balance + self.pending_spend + self._pause_cost
+
+    def _unaffordable_pause_cost(self, balance: Decimal) -> Decimal | None:
+        """The projected balance if the spend that paused the job still cannot be paid, else None."""
+        if not self._pause_cost:
+            return None
+        projected = balance - self.pending_spend - self._pause_cost
+        return projected if projected < self.config.min_balance else None
+
     def _end_pause(self) -> None:
+        self._pause_cost = Decimal(0)
         since, self.paused_since = self.paused_since, None
         if since is not None:
             self.last_pause_seconds = time.monotonic() - since
@@ -331,10 +365,15 @@ class Guard:
             if self.paused_since is None or self.paused_for() < self.config.pause_timeout:
                 return None
             balance = self.balance if self.balance is not None else Decimal(0)
+            if self._pause_cost:  # a spend paused it: the balance may be above the minimum
+                below = (f"below the {format_usd(self.resume_balance)} needed to pay for the waiting spend "
+                         f"and keep the minimum of {format_usd(self.config.min_balance)}")
+            else:
+                below = f"below the minimum of {format_usd(self.config.min_balance)}"
             return LowBalanceError(
-                f"The VastCap balance stayed below the minimum of {format_usd(self.config.min_balance)} "
-                f"for {self.config.pause_timeout:g} s of pause (balance {format_usd(balance)}); no top-up "
-                "came in time. Top up the account from the VastCap dashboard and run the job again.",
+                f"The VastCap balance stayed {below} for {self.config.pause_timeout:g} s of pause "
+                f"(balance {format_usd(balance)}); no top-up came in time. Top up the account from the "
+                "VastCap dashboard and run the job again.",
                 balance=balance,
                 minimum=self.config.min_balance,
             )
@@ -372,7 +411,7 @@ class Guard:
                 return self._stop(reading, timed_out)
         return Verdict(Action.FAILED, reading, error)
 
-    def _stop(self, reading: Reading, error: GuardError) -> Verdict:
+    def _stop(self, reading: Reading | None, error: GuardError) -> Verdict:
         return Verdict(Action.STOP, reading, self.trip(error))
 
     def low_balance_error(self, balance: Decimal, *, projected: bool = False) -> LowBalanceError:

@@ -282,7 +282,7 @@ class GuardedRun:
                 self.stop(verdict.error)
             return
         if verdict.action is Action.PAUSE and verdict.error is not None:
-            log.warning(words.paused(verdict.error, cfg, at_start=preflight))
+            log.warning(words.paused(verdict.error, cfg, at_start=preflight, resume_at=self.guard.resume_balance))
         elif verdict.action is Action.RESUME and reading is not None:
             log.info(words.resumed(reading.balance, self.guard.last_pause_seconds))
         if reading is not None and reading.ok and reading.balance is not None and verdict.action is not Action.PAUSE:
@@ -329,11 +329,13 @@ class GuardedRun:
         """Account for ``cost`` USD about to be spent; return the projected balance.
 
         Raises (and stops the job with) the :class:`GuardError` when the account cannot pay: low
-        balance, spend cap, a bad cost, a stop decided before. In pause mode a low balance (or a
-        pause) refuses the spend with :class:`LowBalanceError` without stopping the job: the
-        readings pause and resume it. Raises :class:`ApiUnavailableError` without stopping when no
-        balance was read yet (API failures follow the failure policy); read one first where
-        :meth:`needs_reading` says so.
+        balance, spend cap, a bad cost, a stop decided before. Raises
+        :class:`ApiUnavailableError` without stopping when no balance was read yet (API failures
+        follow the failure policy); read one first where :meth:`needs_reading` says so.
+
+        Pause mode: a balance too low for ``cost`` pauses the job instead (:meth:`pause_for_spend`)
+        and raises the :class:`LowBalanceError` without stopping; :attr:`paused` is then true, and
+        the caller may wait for the resume and try again.
         """
         try:
             amount = parse_cost(cost)
@@ -348,11 +350,22 @@ class GuardedRun:
                 raise self.stop(self.guard.tripped) from None
             raise
         except LowBalanceError as exc:
-            if self.guard.pausing:
-                raise exc from None
+            if self.guard.pausing and self.guard.tripped is None:
+                self.pause_for_spend(exc, amount)
+                raise
             raise self.stop(exc) from None
         except GuardError as exc:
             raise self.stop(exc) from None
+
+    def pause_for_spend(self, error: LowBalanceError, cost: Decimal) -> Verdict | None:
+        """Pause mode: the balance cannot pay a spend of ``cost`` (``error`` says why): pause the
+        job and report it (the WARNING line, ``on_verdict``) as a reading below the minimum would.
+        The job resumes at the first reading that shows the balance can pay for it. Returns the
+        PAUSE verdict, or ``None`` when the job was already paused (or stopped, or not pausing)."""
+        verdict = self.guard.pause_for_spend(error, cost)
+        if verdict is not None:
+            self.report(verdict)
+        return verdict
 
     def ensure_funds_blocking(self, cost: object) -> Decimal:
         if self.needs_reading():

@@ -10,11 +10,25 @@ imports no framework. Connect with ``crawler.signals.connect(handler, signal=bal
   :class:`vastcap_guard.forecast.Forecast`) falls below ``VASTCAP_WARN_MINUTES`` minutes left
   (again after it recovered and fell again); the crawl goes on.
 - ``guard_tripped(error, reason, guard)``: once, when the guard decides to stop the job.
+- ``crawl_paused(error, at_start, guard)``: ``VASTCAP_ON_LOW_BALANCE = "pause"``: the crawl
+  paused for a top-up (``error`` is the :class:`vastcap_guard.LowBalanceError` saying why;
+  ``at_start``: it is held before its first request).
+- ``crawl_resumed(balance, paused_seconds, guard)``: a check saw the top-up; the crawl goes on
+  after waiting ``paused_seconds``.
 """
 
 balance_checked = object()
 balance_low = object()
 balance_forecast = object()
 guard_tripped = object()
+crawl_paused = object()
+crawl_resumed = object()
 
-__all__ = ["balance_checked", "balance_forecast", "balance_low", "guard_tripped"]
+__all__ = [
+    "balance_checked",
+    "balance_forecast",
+    "balance_low",
+    "crawl_paused",
+    "crawl_resumed",
+    "guard_tripped",
+]

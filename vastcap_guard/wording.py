@@ -101,8 +101,9 @@ class Wording:
 
     # -- messages ------------------------------------------------------------------------------
     def started(self, config: GuardConfig, balance: Decimal) -> str:
+        below = "pause below" if config.on_low_balance == "pause" else "stop below"
         return (
-            f"vastcap-guard: VastCap balance {format_usd(balance)} (key {config.masked_key}, stop below "
+            f"vastcap-guard: VastCap balance {format_usd(balance)} (key {config.masked_key}, {below} "
             f"{format_usd(config.min_balance)}); checking every {config.interval:g}s."
         )
 
@@ -178,12 +179,16 @@ class Wording:
             f"{self.job} stops below {format_usd(config.min_balance)}."
         )
 
-    def paused(self, error: GuardError, config: GuardConfig, *, at_start: bool) -> str:
+    def paused(self, error: GuardError, config: GuardConfig, *, at_start: bool,
+               resume_at: Decimal | None = None) -> str:
+        """The pause line; ``resume_at`` is the balance a check must see to resume (default: the
+        minimum; more when a spend the balance could not pay paused the job)."""
         what = f"is holding the {self.job} before it starts" if at_start else f"paused the {self.job}"
+        needed = config.min_balance if resume_at is None else resume_at
         return (
             f"vastcap-guard {what} [{error.reason}]: {error.message} No new request is sent. Top up "
             f"the account: the {self.job} resumes at the first check that sees the balance at or above "
-            f"{format_usd(config.min_balance)} (every {config.interval:g}s), and closes if no top-up "
+            f"{format_usd(needed)} (every {config.interval:g}s), and closes if no top-up "
             f"comes within {_duration(config.pause_timeout)} ({self.name('pause_timeout')})."
         )
 
@@ -193,6 +198,18 @@ class Wording:
             f"vastcap-guard: the VastCap balance is {shown}; the {self.job} resumes after waiting "
             f"{_duration(waited)} for a top-up."
         )
+
+    def timer_counts_pauses(self, setting: str, seconds: float, config: GuardConfig) -> str:
+        """A framework timer (``setting``, ``seconds``) that keeps running while the job is paused."""
+        return (
+            f"vastcap-guard: {setting} = {seconds:g} keeps counting while the {self.job} is paused for "
+            f"a top-up: a pause longer than {_duration(seconds)} ends the {self.job} with that setting's "
+            f"reason, before {self.assign('pause_timeout', f'{config.pause_timeout:g}')} would."
+        )
+
+    def spend_refused(self, error: GuardError, what: str) -> str:
+        """Short: ``what`` (an item...) was not processed because it would have spent."""
+        return f"vastcap-guard: {what} not processed, the {self.job} cannot spend [{error.reason}]"
 
     def summary(self, guard: Guard) -> str:
         balance = format_usd(guard.balance) if guard.balance is not None else "unknown"

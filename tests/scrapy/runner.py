@@ -6,10 +6,14 @@ Used by the tests as ``python runner.py CONFIG.json``; CONFIG is::
      "log_file": "/tmp/.../crawl.log",
      "enable": "extensions" | "addon" | "none",   # how the guard is enabled (default: extensions)
      "watch_browsers": false,                     # record browser processes this process starts
+     "events_file": "/tmp/.../events.jsonl",       # a line per guard_tripped, crawl_paused, crawl_resumed
      "settings": {...process settings...},
      "crawlers": [{"url": "http://127.0.0.1:PORT/", "settings": {...}, "cost": "0.5",
                    "ensure_funds": "3", "max_pages": 50,
-                   "playwright": false, "include_page": false}]}
+                   "playwright": false, "include_page": false,
+                   "items": false,                  # yield one item per page
+                   "pipeline_cost": "0.002",        # SpendingPipeline: ensure_funds_for_item per item
+                   "solve": {"api": URL, "key": KEY, "cost": "0.002"}}]}  # a paid createTask per page
 
 and the last line of stdout is ``{"crawlers": [{"stats": ..., "signals": [...], ...}], ...}``.
 """
@@ -33,7 +37,10 @@ from scrapy.exceptions import CloseSpider
 
 from vastcap_guard import GuardError, signals
 from vastcap_guard.poller import active_pollers
-from vastcap_guard.scrapy import get_guard
+from vastcap_guard.scrapy import extension, get_guard
+
+#: (read defensively: the runner also runs against older versions of the package, to show a defect)
+RESERVED_META_KEY = getattr(extension, "RESERVED_META_KEY", "_vastcap_reserved")
 
 
 def _jsonable(value: Any) -> Any:
@@ -65,7 +72,10 @@ class FollowSpider(scrapy.Spider):
     - ``max_pages``: stop following links after this many pages;
     - ``playwright``: render every page through scrapy-playwright (``meta["playwright"]``);
     - ``include_page``: also ask for the Playwright page and never close it (pages left open);
-    - ``stop_file``: close the spider (reason ``finished``) once this file exists (the test ends the crawl).
+    - ``stop_file``: close the spider (reason ``finished``) once this file exists (the test ends the crawl);
+    - ``items``: yield one item (``{"url": ...}``) per page;
+    - ``solve``: for every page, a paid ``createTask`` POST to the sandbox (``meta["vastcap_cost"]``,
+      its own download slot ``vastcap-api``), then one ``getTaskResult``.
     """
 
     name = "follow"
@@ -73,8 +83,10 @@ class FollowSpider(scrapy.Spider):
     def __init__(self, url: str, cost: str | None = None, ensure_funds: str | None = None,
                  max_pages: int | None = None, record: dict[str, Any] | None = None,
                  playwright: bool = False, include_page: bool = False, stop_file: str | None = None,
-                 **kw: Any) -> None:
+                 items: bool = False, solve: dict[str, str] | None = None, **kw: Any) -> None:
         super().__init__(**kw)
+        self.items = items
+        self.solve = solve
         self.stop_file = stop_file
         self.playwright = playwright
         self.include_page = include_page
@@ -113,12 +125,72 @@ class FollowSpider(scrapy.Spider):
                 self.record.setdefault("ensure_funds_errors", []).append(exc.reason)
                 return
             self.record.setdefault("ensure_funds", []).append(str(projected))
+        if self.items:
+            yield {"url": response.url}
+        if self.solve is not None:
+            yield self._api("createTask", {"task": {"type": "RecaptchaV2TaskProxyless", "websiteURL": response.url,
+                                                     "websiteKey": "k"}},
+                            self.on_task, meta={"vastcap_cost": self.solve["cost"]})
         if self.max_pages is not None and self.pages >= self.max_pages:
             return
         if self.stop_file is not None and os.path.exists(self.stop_file):
             raise CloseSpider("finished")  # the test has seen enough: end now, as a finished crawl
         for href in response.css("a::attr(href)").getall():
             yield response.follow(href, callback=self.parse, meta=self._meta())
+
+
+    def _api(self, method: str, body: dict[str, Any], callback: Any, meta: dict[str, Any]) -> scrapy.Request:
+        assert self.solve is not None
+        return scrapy.Request(f"{self.solve['api']}/{method}", method="POST", callback=callback,
+                              errback=self.on_api_error, dont_filter=True,
+                              body=json.dumps({"clientKey": self.solve["key"], **body}),
+                              meta={"download_slot": "vastcap-api", **meta})
+
+    def on_task(self, response: Any) -> Any:
+        self.record["tasks_created"] = self.record.get("tasks_created", 0) + 1
+        task = json.loads(response.text)
+        if "taskId" in task:
+            yield self._api("getTaskResult", {"taskId": task["taskId"]}, self.on_result, meta={})
+
+    def on_result(self, response: Any) -> None:
+        if json.loads(response.text).get("status") == "ready":
+            self.record["tasks_solved"] = self.record.get("tasks_solved", 0) + 1
+
+    def on_api_error(self, failure: Any) -> None:
+        request = failure.request
+        kind = type(failure.value).__name__
+        self.record.setdefault("api_errors", []).append([request.url.rsplit("/", 1)[-1], kind])
+        assert RESERVED_META_KEY not in request.meta, "a failed paid request still holds its reservation"
+
+
+class SpendingPipeline:
+    """Pays ``pipeline_cost`` for every item through ``ensure_funds_for_item`` (GuardDropItem)."""
+
+    def __init__(self, crawler: Any) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> SpendingPipeline:
+        return cls(crawler)
+
+    async def process_item(self, item: Any, spider: Any = None) -> Any:
+        cost = self.crawler.settings.get("TEST_PIPELINE_COST")
+        guard = get_guard(self.crawler)
+        if cost is not None and guard is not None:
+            await guard.ensure_funds_for_item(cost)
+        return item
+
+
+def committed(crawler: Any) -> dict[str, int]:
+    """Requests each downloader slot has let out (on the wire, or popped and about to be) and
+    still holds in its queue, right now."""
+    engine = getattr(crawler, "engine", None)
+    slots = getattr(getattr(engine, "downloader", None), "slots", {}) or {}
+    out: dict[str, int] = {}
+    for key, slot in slots.items():
+        out[key] = len(slot.active) - len(slot.queue)
+        out[f"{key}:queued"] = len(slot.queue)
+    return out
 
 
 def _descendants(root: int) -> dict[int, str]:
@@ -179,6 +251,7 @@ def main() -> None:
         "RETRY_ENABLED": False,
     }
     enable = config.get("enable", "extensions")
+    events_file = config.get("events_file")
     if enable == "extensions":
         settings["EXTENSIONS"] = {"vastcap_guard.scrapy.BalanceGuard": 500}
         settings["DOWNLOADER_MIDDLEWARES"] = {"vastcap_guard.scrapy.CostGuardMiddleware": 50}
@@ -217,19 +290,29 @@ def main() -> None:
     for i, spec in enumerate(config["crawlers"]):
         record: dict[str, Any] = {"signals": [], "index": i}
         results.append(record)
-        spidercls = type(f"Spider{i}", (FollowSpider,), {"name": f"follow{i}",
-                                                           "custom_settings": spec.get("settings", {})})
+        custom = dict(spec.get("settings", {}))
+        if spec.get("pipeline_cost") is not None:
+            custom["ITEM_PIPELINES"] = {f"{__name__}.SpendingPipeline": 300}
+            custom["TEST_PIPELINE_COST"] = spec["pipeline_cost"]
+        spidercls = type(f"Spider{i}", (FollowSpider,), {"name": f"follow{i}", "custom_settings": custom})
         crawler = process.create_crawler(spidercls)
         record["crawler"] = crawler
 
         def on_signal(name: str, record: dict[str, Any] = record, crawler: Any = crawler, **kw: Any) -> None:
-            entry = {"signal": name, "main_thread": threading.current_thread() is threading.main_thread()}
+            entry = {"signal": name, "main_thread": threading.current_thread() is threading.main_thread(),
+                     "at": time.time()}
+            if name in ("guard_tripped", "crawl_paused", "crawl_resumed"):
+                # the decision: what the downloader had already let out, and still held, at this moment
+                entry["committed"] = committed(crawler)
+                if events_file:  # for the test driving the crawl from outside, as it happens
+                    with open(events_file, "a") as fh:
+                        fh.write(json.dumps({"crawler": record["index"], "signal": name, "at": entry["at"]}) + "\n")
             if name == "balance_checked" and crawler.stats is not None:
                 # the forecast stats as this check left them (None: absent)
                 entry["stats"] = {k: crawler.stats.get_value(f"vastcap/{k}")
                                   for k in ("spend_per_minute", "minutes_left")}
             for k, v in kw.items():
-                if k in {"reason", "balance", "threshold"}:
+                if k in {"reason", "balance", "threshold", "at_start", "paused_seconds"}:
                     entry[k] = _jsonable(v)
                 elif k == "reading":
                     entry["ok"] = v.ok
@@ -245,9 +328,11 @@ def main() -> None:
                     entry["has_guard"] = v is not None
             record["signals"].append(entry)
 
-        for name in ("balance_checked", "balance_low", "balance_forecast", "guard_tripped"):
-            handler = _bind(on_signal, name)
-            crawler.signals.connect(handler, signal=getattr(signals, name), weak=False)
+        for name in ("balance_checked", "balance_low", "balance_forecast", "guard_tripped", "crawl_paused",
+                     "crawl_resumed"):
+            signal = getattr(signals, name, None)
+            if signal is not None:  # (an older version of the package has fewer)
+                crawler.signals.connect(_bind(on_signal, name), signal=signal, weak=False)
 
         def seen_request(request: Any, record: dict[str, Any] = record, **kw: Any) -> None:
             record["scheduled"] = record.get("scheduled", 0) + 1
@@ -256,7 +341,7 @@ def main() -> None:
         process.crawl(crawler, url=spec["url"], cost=spec.get("cost"), ensure_funds=spec.get("ensure_funds"),
                       max_pages=spec.get("max_pages"), record=record,
                       playwright=spec.get("playwright", False), include_page=spec.get("include_page", False),
-                      stop_file=spec.get("stop_file"))
+                      stop_file=spec.get("stop_file"), items=spec.get("items", False), solve=spec.get("solve"))
 
     watch = BrowserWatch() if config.get("watch_browsers") else None
     if watch is not None:
@@ -275,7 +360,10 @@ def main() -> None:
     for record in results:
         crawler = record.pop("crawler")
         record["stats"] = _jsonable(crawler.stats.get_stats())
-        record["guard"] = get_guard(crawler) is not None
+        guard = get_guard(crawler)
+        record["guard"] = guard is not None
+        if guard is not None:
+            record["pending_spend"] = str(guard.guard.pending_spend)
         out["crawlers"].append(_jsonable(record))
     out["poller_threads"] = [t.name for t in threading.enumerate() if t.name.startswith("vastcap-guard-poller")]
     out["active_pollers"] = active_pollers()

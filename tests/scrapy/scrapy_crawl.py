@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import scrapy
 
 from vastcap_guard.scrapy._compat import scrapy_version
+
+T = TypeVar("T")
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -72,11 +75,13 @@ def run_crawl(
     watch_browsers: bool = False,
     allow_deprecations: tuple[str, ...] = (),
     log_filter: Callable[[str], str] | None = None,
+    events: Path | None = None,
 ) -> Crawl:
     tmp_path.mkdir(parents=True, exist_ok=True)
     log_file = tmp_path / f"crawl-{time.monotonic_ns()}.log"
     config = {"mode": mode, "log_file": str(log_file), "settings": settings or {}, "crawlers": crawlers,
-              "enable": enable, "watch_browsers": watch_browsers}
+              "enable": enable, "watch_browsers": watch_browsers,
+              "events_file": str(events) if events is not None else None}
     config_file = tmp_path / f"config-{time.monotonic_ns()}.json"
     config_file.write_text(json.dumps(config))
     proc_env = dict(os.environ if env is None else env)
@@ -126,3 +131,39 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str] | None =
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the condition")
         time.sleep(0.02)
+
+
+def in_parallel(jobs: dict[str, Callable[[], T]], workers: int = 6) -> dict[str, Callable[[], T]]:
+    """Run every job at once (each drives its own crawl subprocess, servers and timers) and return,
+    per name, a function that gives the job's result or raises what the job raised. Crawls mostly
+    wait (on the site, a pause, the sandbox), so several share two cores well."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        for future in futures.values():
+            future.exception()  # wait for all
+
+    def result_of(name: str) -> Callable[[], T]:
+        return futures[name].result
+
+    return {name: result_of(name) for name in futures}
+
+
+def requests_after(times: list[float], at: float) -> int:
+    """How many of ``times`` (a server's request log) came after the decision taken ``at``."""
+    return sum(1 for t in times if t > at)
+
+
+def events(path: Path, signal: str, crawler: int | None = None) -> list[float]:
+    """When ``signal`` (guard_tripped, crawl_paused, crawl_resumed) was sent, from a running crawl's
+    ``events`` file (see :func:`run_crawl`)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:  # a line being written
+            continue
+        if event["signal"] == signal and (crawler is None or event["crawler"] == crawler):
+            out.append(float(event["at"]))
+    return out

@@ -15,7 +15,7 @@ See docs/scrapy.md for the settings, close reasons, stats and signals.
 """
 
 from .addon import EXTENSION_PRIORITY, MIDDLEWARE_PRIORITY, Addon
-from .extension import SETTING_NAMES, BalanceGuard, config_from_settings, get_guard
+from .extension import SETTING_NAMES, BalanceGuard, GuardDropItem, config_from_settings, get_guard
 from .middleware import COST_META_KEY, CostGuardMiddleware
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Addon",
     "BalanceGuard",
     "CostGuardMiddleware",
+    "GuardDropItem",
     "config_from_settings",
     "get_guard",
 ]
