@@ -98,8 +98,11 @@ class Watch:
     def stop(self) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
+        # not communicate(): it reads the pipes' file descriptors, and would miss what the first
+        # readline() above already buffered (the pre-flight's error line often comes with it)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.wait(timeout=30)
+        return self.proc.returncode, self.proc.stdout.read(), self.proc.stderr.read()
 
 
 @pytest.fixture
