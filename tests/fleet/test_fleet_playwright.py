@@ -32,6 +32,7 @@ def test_a_fleet_stop_closes_an_async_playwright_script(redis_url: str) -> None:
     _desc, launch_opts = BROWSER
     with Sandbox({KEY: "10"}) as sb, LocalSite(pages=50) as site:
         stopped: dict[str, object] = {}
+        browsing = threading.Event()
 
         async def script() -> None:
             # a minute between its own checks: only the fleet can stop it in time
@@ -42,6 +43,7 @@ def test_a_fleet_stop_closes_an_async_playwright_script(redis_url: str) -> None:
                     deadline = time.monotonic() + 30
                     while time.monotonic() < deadline:
                         await page.goto(site.page_url(1))
+                        browsing.set()
                         await asyncio.sleep(0.1)
 
         def run() -> None:
@@ -52,7 +54,8 @@ def test_a_fleet_stop_closes_an_async_playwright_script(redis_url: str) -> None:
 
         t = threading.Thread(target=run)
         t.start()
-        time.sleep(3)  # the script is browsing
+        # the script is browsing (a stop broadcast before it joined the fleet would not concern it)
+        assert browsing.wait(60), stopped
         strict = Member(api_url=sb.url, key=KEY, shared_state=redis_url, interval=0.3, min_balance="20", duration=10)
         strict.wait()
         assert strict.exit_reason == "vastcap_low_balance"
