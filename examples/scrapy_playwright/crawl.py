@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import scrapy
+from scrapy import signals
 from scrapy.http import Response
 
 from vastcap_guard.sandbox import Sandbox
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--balance", default="0.05", help="balance of the local sandbox account (USD, default 0.05)")
     p.add_argument("--pages", type=int, default=300, help="pages of the local site (default 300)")
     p.add_argument("--drain-after", type=float, default=4.0, metavar="SECONDS",
-                   help="local sandbox: another job spends the whole balance after this long (0: never)")
+                   help="local sandbox: another job spends the whole balance this long after the first page "
+                        "(0: never)")
     p.add_argument("--api-url", help="use this VastCap API (key from VASTCAP_API_KEY) instead of a sandbox")
     p.add_argument("--site-url", help="crawl this site instead of a local one")
     args = p.parse_args(argv)
@@ -144,9 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         crawler = process.create_crawler(RenderedCaptchas)
         process.crawl(crawler, site_url=site_url, api_url=api_url, api_key=key)
         if sandbox is not None and args.drain_after > 0:
+            # counted from the first page rendered, so the stop comes mid-crawl however slow the
+            # browser is to start
             drain = threading.Timer(args.drain_after, sandbox.set_balance, (key, 0))
             drain.daemon = True
-            drain.start()
+
+            def first_page(**_: Any) -> None:
+                crawler.signals.disconnect(first_page, signal=signals.item_scraped)
+                drain.start()
+
+            crawler.signals.connect(first_page, signal=signals.item_scraped)
         process.start()
         stats = crawler.stats.get_stats() if crawler.stats else {}
         summary = {

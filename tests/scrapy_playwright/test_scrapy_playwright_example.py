@@ -26,7 +26,7 @@ def run_example(*args: str) -> tuple[dict[str, object], str]:
 
 
 def test_example_stops_mid_crawl() -> None:
-    summary, log = run_example("--drain-after", "3")
+    summary, log = run_example("--drain-after", "3")  # 3 s after the first page
     assert summary["finish_reason"] == "vastcap_low_balance"
     assert summary["browsers"] == 1 and isinstance(summary["pages"], int) and summary["pages"] > 0
     assert "Closing browser" in log
