@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,42 @@ class Member:
         self.lines: list[dict[str, Any]] = []
         self.stderr = ""
 
+    def joined(self, timeout: float = 60) -> Member:
+        """Wait until the member has its first verdict: it is in the fleet, with a reading.
+
+        A fixed sleep is not enough on a loaded machine, where starting the process can take
+        seconds: a stop published before a member joined is not its own."""
+        assert self.proc.stdout is not None
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            while not any("action" in ln for ln in self.lines):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"the member ended before its first verdict: {self.lines}")
+                if line.strip():
+                    self.lines.append(json.loads(line))
+        finally:
+            timer.cancel()
+        return self
+
     def wait(self, timeout: float = 60) -> Member:
-        out, err = self.proc.communicate(timeout=timeout)
-        self.lines = [json.loads(line) for line in out.splitlines() if line.strip()]
-        self.stderr = err
+        # not communicate(): it reads the pipe's file descriptor and would miss what joined()'s
+        # readline() buffered
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        err: list[str] = []
+        reader = threading.Thread(target=lambda: err.append(self.proc.stderr.read()))  # type: ignore[union-attr]
+        reader.start()
+        timer = threading.Timer(timeout, self.proc.kill)  # a member that hangs fails the test, it does not hang it
+        timer.start()
+        try:
+            out = self.proc.stdout.read()
+            self.proc.wait()
+            reader.join()
+        finally:
+            timer.cancel()
+        self.lines += [json.loads(line) for line in out.splitlines() if line.strip()]
+        self.stderr = "".join(err)
         return self
 
     @property

@@ -48,8 +48,7 @@ def test_one_poll_per_interval_for_the_whole_fleet(sb: Sandbox, redis_url: str) 
 
 def test_a_stop_reaches_every_member_whatever_its_interval(sb: Sandbox, redis_url: str) -> None:
     # the others poll once a minute: only the fleet can tell them in time
-    others = [member(sb, redis_url, interval=60, duration=30) for _ in range(3)]
-    time.sleep(1.5)
+    others = [member(sb, redis_url, interval=60, duration=30).joined() for _ in range(3)]
     strict = member(sb, redis_url, interval=0.3, min_balance="5", duration=30)
     threading.Timer(1.0, sb.set_balance, (KEY, "3")).start()
     strict.wait()
@@ -71,10 +70,10 @@ def test_a_stop_published_before_a_member_started_does_not_stop_it(sb: Sandbox, 
 
 
 def test_poller_hand_over_after_the_poller_is_killed(sb: Sandbox, redis_url: str) -> None:
-    first = member(sb, redis_url, interval=0.3, timeout=0.5, duration=30)
-    time.sleep(2.0)  # it takes the lease
-    rest = [member(sb, redis_url, interval=0.3, timeout=0.5, duration=8) for _ in range(2)]
-    time.sleep(2.0)
+    first = member(sb, redis_url, interval=0.3, timeout=0.5, duration=30).joined()  # it takes the lease
+    time.sleep(0.5)
+    rest = [member(sb, redis_url, interval=0.3, timeout=0.5, duration=8).joined() for _ in range(2)]
+    time.sleep(0.5)
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait(10)
     killed_at = time.time()
@@ -100,8 +99,8 @@ def test_redis_lost_mid_run_never_stops_the_job(sb: Sandbox, tmp_path: object) -
         pytest.skip("redis-server is not installed")
     redis = LocalRedis(str(tmp_path)).start()
     try:
-        m = member(sb, redis.url, interval=0.3, duration=4)
-        time.sleep(1.5)
+        m = member(sb, redis.url, interval=0.3, duration=4).joined()
+        time.sleep(0.5)
         redis.kill()
         m.wait()
     finally:
@@ -113,12 +112,12 @@ def test_redis_lost_mid_run_never_stops_the_job(sb: Sandbox, tmp_path: object) -
 
 
 def test_spend_is_fleet_wide(sb: Sandbox, redis_url: str) -> None:
-    first = member(sb, redis_url, interval=0.3, duration=20)
-    time.sleep(1.5)
+    first = member(sb, redis_url, interval=0.3, duration=20).joined()
+    time.sleep(0.3)
     sb.set_balance(KEY, "9.96")  # the fleet spent 0.04 before the second member started
     time.sleep(1.0)
-    second = member(sb, redis_url, interval=0.3, max_spend="0.05", duration=20)
-    time.sleep(1.5)
+    second = member(sb, redis_url, interval=0.3, max_spend="0.05", duration=20).joined()
+    time.sleep(0.5)
     sb.set_balance(KEY, "9.94")  # 0.06 since the fleet began; 0.02 since the second member began
     second.wait()
     first.proc.send_signal(signal.SIGTERM)
@@ -169,8 +168,8 @@ def test_another_members_api_failure_never_stops_a_running_member(sb: Sandbox, r
 
 
 def test_spend_across_a_failed_check_is_not_lost(sb: Sandbox, redis_url: str) -> None:
-    m = member(sb, redis_url, interval=0.3, max_spend="1", duration=15)
-    time.sleep(1.5)
+    m = member(sb, redis_url, interval=0.3, max_spend="1", duration=15).joined()
+    time.sleep(0.5)
     sb.fault("getBalance", "status", status=500, times=3)  # one failed check (three attempts)
     time.sleep(0.1)
     sb.set_balance(KEY, "8")
@@ -179,8 +178,8 @@ def test_spend_across_a_failed_check_is_not_lost(sb: Sandbox, redis_url: str) ->
 
 
 def test_the_fleet_polls_at_its_shortest_interval(sb: Sandbox, redis_url: str) -> None:
-    slow = member(sb, redis_url, interval=2, duration=12)
-    time.sleep(3)  # it holds the lease, polling every 2 s
+    slow = member(sb, redis_url, interval=2, duration=12).joined()
+    time.sleep(1)  # it holds the lease, polling every 2 s
     fast = member(sb, redis_url, interval=0.3, duration=4).wait()
     slow.proc.send_signal(signal.SIGTERM)
     slow.wait()
@@ -193,8 +192,7 @@ def test_a_malformed_fleet_message_does_not_end_the_listener(sb: Sandbox, redis_
 
     from vastcap_guard._secrets import key_id
 
-    relaxed = member(sb, redis_url, interval=60, duration=30)
-    time.sleep(2)
+    relaxed = member(sb, redis_url, interval=60, duration=30).joined()
     channel = f"vastcap-guard:{key_id(KEY, sb.url)}:events"
     r = redis.Redis.from_url(redis_url)
     for junk in (b"not json", b'{"type": "reading", "at": null}', b'{"type": "stop", "reason": 5}', b"[]"):
@@ -228,8 +226,8 @@ def test_a_killed_poller_is_replaced_on_the_lease_heartbeat_not_the_poll_schedul
         time.sleep(0.1)
     holder = _lease_holder(sb, redis_url)
     assert holder is not None, "the first member never took the lease"
-    rest = [member(sb, redis_url, interval=60, timeout=1, duration=60) for _ in range(2)]
-    time.sleep(2.0)  # they joined; the first still holds the lease
+    rest = [member(sb, redis_url, interval=60, timeout=1, duration=60).joined() for _ in range(2)]
+    time.sleep(1.0)  # they joined; the first still holds the lease
     assert _lease_holder(sb, redis_url) == holder
     os.kill(first.proc.pid, signal.SIGKILL)
     first.proc.wait(10)
