@@ -109,19 +109,20 @@ class LoopBridge:
 
         return cancel
 
-    def wait(self, future: concurrent.futures.Future[T], timeout: float | None = None) -> Awaitable[T]:
+    def wait(self, future: concurrent.futures.Future[T]) -> Awaitable[T]:
         """Something the current Scrapy coroutine can await for ``future``'s result.
 
-        With a ``timeout``, raises :class:`TimeoutError` after that many seconds (the future is
-        then cancelled). The futures of :class:`~vastcap_guard.run.GuardedRun` carry their own
-        deadline, so the guard passes none.
+        Cancelling the awaiting coroutine (``asyncio.wait_for`` around a pipeline's
+        ``ensure_funds``) never cancels ``future``: other coroutines may be waiting on the same one
+        (the end of a pause). The futures of :class:`~vastcap_guard.run.GuardedRun` carry their own
+        deadline.
         """
         if self._loop is not None:
-            return asyncio.wait_for(asyncio.wrap_future(future, loop=self._loop), timeout)
-        deferred: Awaitable[T] = self._deferred(future, timeout)
+            return asyncio.shield(asyncio.wrap_future(future, loop=self._loop))
+        deferred: Awaitable[T] = self._deferred(future)
         return deferred
 
-    def _deferred(self, future: concurrent.futures.Future[T], timeout: float | None) -> Any:
+    def _deferred(self, future: concurrent.futures.Future[T]) -> Any:
         from twisted.internet import defer
 
         d: defer.Deferred[T] = defer.Deferred()
@@ -140,20 +141,6 @@ class LoopBridge:
         def on_done(f: concurrent.futures.Future[T]) -> None:
             reactor.callFromThread(fire, f)
 
-        def on_timeout() -> None:
-            if not d.called:
-                future.cancel()
-                d.errback(TimeoutError(f"no answer within {timeout:g}s"))
-
-        if timeout is not None:
-            timer = reactor.callLater(timeout, on_timeout)
-
-            def stop_timer(result: object) -> object:
-                if timer.active():
-                    timer.cancel()
-                return result
-
-            d.addBoth(stop_timer)
         future.add_done_callback(on_done)
         return d
 
