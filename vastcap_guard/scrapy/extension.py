@@ -359,9 +359,6 @@ class BalanceGuard:
             logger.warning(WORDING.timer_counts_pauses("CLOSESPIDER_TIMEOUT_NO_ITEM", seconds, self.config))
 
     # -- closing -------------------------------------------------------------------------------
-    def _stop(self, error: GuardError) -> GuardError:
-        return self.run.stop(error)
-
     def _request_close(self, reason: str) -> None:
         if self._close_requested or self._closed or self._bridge is None:
             return
@@ -407,12 +404,13 @@ class BalanceGuard:
         while True:
             try:
                 return self.run.ensure_funds(cost)
-            except LowBalanceError:
+            except LowBalanceError as exc:
                 if not self.paused or self._resumed is None:
                     raise
+                refused = exc
             if not await self._wait_for_resume() and self.run.tripped is None:
                 # closing while paused (CLOSESPIDER_TIMEOUT, Ctrl-C): it cannot pay; not a stop
-                raise self.guard.low_balance_error(self.guard.balance or Decimal(0))
+                raise refused
 
     async def ensure_funds_for_item(self, cost: object) -> Decimal:
         """:meth:`ensure_funds` for item pipelines: raises :class:`GuardDropItem` (a ``DropItem``)
