@@ -33,8 +33,11 @@ def test_a_spend_below_the_minimum_is_refused_and_stops_only_in_close_mode(sandb
         assert (run.tripped is None) == (mode == "pause")
         if mode == "pause":
             assert run.paused  # the job waits for a top-up that covers the refused spend
-            with pytest.raises(LowBalanceError):
+            with pytest.raises(LowBalanceError) as refused:
                 run.ensure_funds("1")  # nothing is spent while paused
+            # the balance covers this one: the message says why it is refused all the same
+            assert "waits for a top-up" in str(refused.value) and "$10.251" in str(refused.value)
+            assert "below the minimum" not in str(refused.value)
             sandbox.set_balance(KEY, "20")
             run.take(run.request(max_age=None).result(timeout=30))
             assert not run.paused and run.tripped is None

@@ -476,8 +476,16 @@ class Guard:
                 )
             pending = self.pending_spend
             projected = self.balance - pending - cost
-            if projected < self.config.min_balance or self.paused:
+            if projected < self.config.min_balance:
                 raise self.low_balance_error(projected, projected=True)
+            if self.paused:  # the balance may cover this spend, but not the one the pause waits for
+                raise LowBalanceError(
+                    f"No spend while the job waits for a top-up: it resumes when the VastCap balance "
+                    f"reaches {format_usd(self.resume_balance)} (last read {format_usd(self.balance)}). "
+                    "Top up the account from the VastCap dashboard.",
+                    balance=self.balance,
+                    minimum=self.config.min_balance,
+                )
             cap = self.config.max_spend
             if cap is not None and self.spent + pending + cost > cap:
                 spent = self.spent + pending + cost
