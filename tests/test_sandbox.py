@@ -169,3 +169,10 @@ def test_the_documented_contract_of_spending() -> None:
         turnstile = post(sb, "createTask", clientKey=KEY, task={"type": "TurnstileTaskProxyless"})["taskId"]
         assert post(sb, "getTaskResult", clientKey=KEY, taskId=turnstile)["solution"]["token"].startswith("P1_")  # type: ignore[index]
         assert sb.balance(KEY) == Decimal("0.98")
+
+
+def test_top_up_adds_to_the_balance_in_one_step() -> None:
+    with Sandbox({"vc_topup_key_0000000001": "0.5"}) as sb:
+        assert sb.top_up("vc_topup_key_0000000001", "1.25") == Decimal("1.75")
+        assert sb.balance("vc_topup_key_0000000001") == Decimal("1.75")
+        assert sb.top_up("vc_new_key_000000000002", 2) == Decimal(2)  # a new account starts at 0

@@ -349,7 +349,7 @@ def _run(args: argparse.Namespace, project: Path, tmp: Path, out: TextIO, err: T
                 if (args.pause and topped_up_at is None and paused_at is not None
                         and time.monotonic() - paused_at >= args.top_up_after):
                     # what a person would do from the VastCap dashboard
-                    sandbox.set_balance(DEMO_KEY, sandbox.balance(DEMO_KEY) + top_up)
+                    sandbox.top_up(DEMO_KEY, top_up)
                     progress.topped_up += top_up
                     topped_up_at = time.monotonic()
                     if not tty:

@@ -175,6 +175,15 @@ class Sandbox(LoopbackServer):
         with self._lock:
             self._accounts.setdefault(key, _Account(Decimal(0))).balance = _money(balance)
 
+    def top_up(self, key: str, amount: object) -> Decimal:
+        """Add ``amount`` to an account's balance in one step (a charge landing at the same moment
+        is kept, as it would not be by ``set_balance(key, balance(key) + amount)``); returns the
+        new balance."""
+        with self._lock:
+            account = self._accounts.setdefault(key, _Account(Decimal(0)))
+            account.balance += _money(amount)
+            return account.balance
+
     def balance(self, key: str) -> Decimal:
         with self._lock:
             return self._accounts[key].balance
