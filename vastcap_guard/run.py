@@ -344,18 +344,28 @@ class GuardedRun:
         if self.guard.tripped is not None:
             raise self.stop(self.guard.tripped)
         try:
-            return self.guard.reserve(amount)
+            return self.reserve(amount)
         except ApiUnavailableError:
             if self.guard.tripped is not None:
                 raise self.stop(self.guard.tripped) from None
             raise
         except LowBalanceError as exc:
             if self.guard.pausing and self.guard.tripped is None:
-                self.pause_for_spend(exc, amount)
-                raise
+                raise  # reserve() paused the job
             raise self.stop(exc) from None
         except GuardError as exc:
             raise self.stop(exc) from None
+
+    def reserve(self, amount: Decimal) -> Decimal:
+        """Reserve ``amount`` USD, refusing without stopping the job: the :class:`GuardError` is
+        raised for the adapter to decide (a request dropped, a job stopped). In pause mode a
+        :class:`LowBalanceError` pauses the job first (:meth:`pause_for_spend`)."""
+        try:
+            return self.guard.reserve(amount)
+        except LowBalanceError as exc:
+            if self.guard.pausing and self.guard.tripped is None:
+                self.pause_for_spend(exc, amount)
+            raise
 
     def pause_for_spend(self, error: LowBalanceError, cost: Decimal) -> Verdict | None:
         """Pause mode: the balance cannot pay a spend of ``cost`` (``error`` says why): pause the

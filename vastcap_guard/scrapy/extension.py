@@ -453,12 +453,10 @@ class BalanceGuard:
         if self.paused and self._resumed is not None:
             return self._check_after_resume(request, amount)
         try:
-            self.guard.reserve(amount)
+            self.run.reserve(amount)
         except LowBalanceError as exc:
-            if self.guard.pausing and self.guard.tripped is None:
-                self.run.pause_for_spend(exc, amount)
-                if self.paused and self._resumed is not None:
-                    return self._check_after_resume(request, amount)
+            if self.paused and self._resumed is not None:  # pause mode: this spend paused the crawl
+                return self._check_after_resume(request, amount)
             self._refuse(request, amount, exc)
         except GuardError as exc:
             self._refuse(request, amount, exc)
