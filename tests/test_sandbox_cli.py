@@ -146,8 +146,8 @@ def test_the_default_url_is_the_default_sandbox_port() -> None:
 @pytest.mark.parametrize(
     ("args", "env_url", "needle"),
     [
-        # the real API is never sent a control request (nor the key)
-        (["sandbox", "set-balance", KEY, "5"], "https://captcha.vast.sh/api/solver", "is not a local sandbox"),
+        # a remote API (the real one included) is never sent a control request (nor the key)
+        (["sandbox", "set-balance", KEY, "5"], "https://solver.example.com/api/solver", "is not a local sandbox"),
         (["sandbox", "calls", "--api-url", "http://10.1.2.3:8787/api/solver"], None, "is not a local sandbox"),
         (["sandbox", "set-balance", "5"], None, "give the account's KEY"),
         (["sandbox", "--port", "9", "calls"], None, "--port: options for serving a sandbox"),
@@ -180,7 +180,7 @@ def test_sandbox_client_controls_a_sandbox(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match="unknown method"):
         client.fault("solve", "html")
     with pytest.raises(ValueError, match="not a local sandbox"):
-        SandboxClient("https://captcha.vast.sh/api/solver")
+        SandboxClient("https://solver.example.com/api/solver")
     assert KEY not in repr(client)
 
 
