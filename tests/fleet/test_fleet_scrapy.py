@@ -45,6 +45,17 @@ class Crawl:
         self.out: dict[str, Any] = {}
         self.ended = 0.0
 
+    def joined(self, timeout: float = 60) -> Crawl:
+        """Wait until the crawl passed its pre-flight (its 'checking every' line): it is in the
+        fleet. A fixed sleep is not enough on a loaded machine, and a stop published before a
+        member joined is not its own."""
+        deadline = time.monotonic() + timeout
+        while "checking every" not in self.log:
+            assert self.proc.poll() is None, "the crawl ended before its pre-flight passed"
+            assert time.monotonic() < deadline, f"no pre-flight within {timeout:g} s"
+            time.sleep(0.1)
+        return self
+
     def wait(self, timeout: float = 90) -> Crawl:
         stdout, stderr = self.proc.communicate(timeout=timeout)
         self.ended = time.time()
@@ -110,7 +121,9 @@ def test_a_stop_reaches_every_crawler_within_about_a_second(tmp_path: Path, sb: 
                      CLOSESPIDER_TIMEOUT=60) for _ in range(3)]
     strict = Crawl(tmp_path, site, sb, VASTCAP_CHECK_INTERVAL=0.3, VASTCAP_MIN_BALANCE=5,
                    VASTCAP_SHARED_STATE=redis_url, CLOSESPIDER_TIMEOUT=60)
-    time.sleep(4)  # all crawling
+    for c in [*relaxed, strict]:
+        c.joined()
+    time.sleep(1)  # all crawling
     sb.set_balance(KEY, "3")
     strict.wait()
     assert strict.stats["finish_reason"] == "vastcap_low_balance"
@@ -125,11 +138,13 @@ def test_a_stop_reaches_every_crawler_within_about_a_second(tmp_path: Path, sb: 
 def test_hand_over_after_the_polling_crawler_is_killed(tmp_path: Path, sb: Sandbox, site: LocalSite,
                                                        redis_url: str) -> None:
     first = Crawl(tmp_path, site, sb, VASTCAP_CHECK_INTERVAL=0.3, VASTCAP_SHARED_STATE=redis_url,
-                  CLOSESPIDER_TIMEOUT=60)
-    time.sleep(3)
+                  CLOSESPIDER_TIMEOUT=60).joined()
+    time.sleep(1)
     others = [Crawl(tmp_path, site, sb, VASTCAP_CHECK_INTERVAL=0.3, VASTCAP_SHARED_STATE=redis_url,
                     CLOSESPIDER_TIMEOUT=12) for _ in range(2)]
-    time.sleep(3)
+    for c in others:
+        c.joined()
+    time.sleep(1)
     first.proc.send_signal(signal.SIGKILL)
     first.proc.communicate()
     killed = time.time()
