@@ -11,6 +11,8 @@ An adapter whose users write ``@guard(...)`` or ``with guard(...) as g:`` around
 - :class:`SyncScope`: one entry into a guard. It runs the pre-flight (a refusal raises before the
   body runs), admits and watches every session the body starts, and on the way out ends the run,
   lets the adapter clean up, and raises the guard's error chained from what the framework raised.
+- :class:`RunState`: ``tripped``, ``balance``, ``forecast``, ``snapshot()`` of a guard's current (or
+  last) run, shared by every adapter's guard object.
 - :class:`ScopedGuard`: what ``guard()`` returns: decorator, context manager, and the state of the
   current (or last) run: ``tripped``, ``balance``, ``forecast``, ``snapshot()``,
   ``ensure_funds()``, ``watch()``.
@@ -42,7 +44,7 @@ from .guard import Guard
 from .run import GuardedRun
 from .wording import PYTHON_NAMES, Wording
 
-__all__ = ["ScopedGuard", "SessionHooks", "SyncScope", "build_config"]
+__all__ = ["RunState", "ScopedGuard", "SessionHooks", "SyncScope", "build_config"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -249,7 +251,43 @@ class SyncScope:
         raise error.with_traceback(None) from exc
 
 
-class ScopedGuard:
+class RunState:
+    """The state of a guard's current (or last) run, for the objects the adapters' ``guard()``
+    functions return: ``tripped``, ``balance``, ``forecast``, ``snapshot()``. Before any run they
+    show a fresh guard's. A subclass sets ``config`` and says which run is current."""
+
+    config: GuardConfig
+
+    def _latest_run(self) -> GuardedRun | None:
+        raise NotImplementedError
+
+    @property
+    def tripped(self) -> GuardError | None:
+        """The error the current (or last) run stopped with, if any."""
+        run = self._latest_run()
+        return run.tripped if run is not None else None
+
+    @property
+    def balance(self) -> Decimal | None:
+        """The last balance read in the current (or last) run."""
+        run = self._latest_run()
+        return run.balance if run is not None else None
+
+    @property
+    def forecast(self) -> Forecast:
+        """Spend per minute and minutes left in the current (or last) run (``state='unknown'`` until
+        enough readings; see :class:`vastcap_guard.forecast.Forecast`)."""
+        run = self._latest_run()
+        return run.forecast if run is not None else Guard(self.config).forecast
+
+    def snapshot(self) -> dict[str, object]:
+        """Counters of the current (or last) run: balance, balance_start, spent, checks,
+        check_failures, tripped, spend_per_minute, minutes_left (rounded for people)."""
+        run = self._latest_run()
+        return run.snapshot() if run is not None else Guard(self.config).snapshot()
+
+
+class ScopedGuard(RunState):
     """What an adapter's ``guard()`` returns: a decorator and a context manager.
 
     Each call of a decorated function and each ``with`` block is a separate guarded run with its
@@ -301,7 +339,7 @@ class ScopedGuard:
             return self._last
         raise RuntimeError("This guard is not active here: use it inside its `with` block or decorated function.")
 
-    def _run(self) -> GuardedRun | None:
+    def _latest_run(self) -> GuardedRun | None:
         try:
             return self._scope(last=True).run
         except RuntimeError:
@@ -316,32 +354,6 @@ class ScopedGuard:
         """Account for ``cost`` USD about to be spent; return the projected balance. Raises the
         :class:`GuardError` (and stops the run's sessions) when the account cannot pay it."""
         return self._scope().run.ensure_funds_blocking(cost)
-
-    @property
-    def tripped(self) -> GuardError | None:
-        """The error the current (or last) run stopped with, if any."""
-        run = self._run()
-        return run.tripped if run is not None else None
-
-    @property
-    def balance(self) -> Decimal | None:
-        """The last balance read in the current (or last) run."""
-        run = self._run()
-        return run.balance if run is not None else None
-
-    @property
-    def forecast(self) -> Forecast:
-        """Spend per minute and minutes left in the current (or last) run (``state='unknown'`` until
-        enough readings; see :class:`vastcap_guard.forecast.Forecast`)."""
-        run = self._run()
-        return run.forecast if run is not None else Guard(self.config).forecast
-
-    def snapshot(self) -> dict[str, object]:
-        """Counters of the current (or last) run: balance, balance_start, spent, checks,
-        check_failures, tripped, spend_per_minute, minutes_left (rounded for people)."""
-        run = self._run()
-        return run.snapshot() if run is not None else Guard(self.config).snapshot()
-
 
 def build_config(
     api_key: str | None = None,

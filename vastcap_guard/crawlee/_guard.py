@@ -33,9 +33,9 @@ from ..config import (
     GuardConfig,
 )
 from ..errors import ConfigError, GuardError, LowBalanceError
-from ..forecast import Forecast
-from ..guard import Action, Guard, Verdict
+from ..guard import Action, Verdict
 from ..run import GuardedRun
+from ..scope import RunState
 from ..wording import PYTHON_NAMES, Wording
 from . import _private
 
@@ -57,7 +57,7 @@ class RequestHeld(Exception):
     Crawlee's browser pool rewrites those."""
 
 
-class CrawlerGuard:
+class CrawlerGuard(RunState):
     """What :func:`guard_crawler` returns: an async context manager around a crawler's runs.
 
     Each ``async with`` is one guarded run with its own pre-flight, counters and stop. The hooks
@@ -213,29 +213,13 @@ class CrawlerGuard:
             raise RuntimeError("ensure_funds() works inside the guard's `async with` block.")
         return await self._current().ensure_funds_async(cost)
 
-    @property
-    def tripped(self) -> GuardError | None:
-        """The error the current (or last) run stopped with, if any."""
-        return self._run.tripped if self._run is not None else None
+    def _latest_run(self) -> GuardedRun | None:
+        return self._run
 
     @property
     def paused(self) -> bool:
         """Pause mode: the crawl waits for a top-up."""
         return self._run is not None and self._run.paused
-
-    @property
-    def balance(self) -> Decimal | None:
-        """The last balance read in the current (or last) run."""
-        return self._run.balance if self._run is not None else None
-
-    @property
-    def forecast(self) -> Forecast:
-        """Spend per minute and minutes left in the current (or last) run."""
-        return self._run.forecast if self._run is not None else Guard(self.config).forecast
-
-    def snapshot(self) -> dict[str, object]:
-        """Counters of the current (or last) run: balance, spent, checks, tripped, pauses, forecast..."""
-        return self._run.snapshot() if self._run is not None else Guard(self.config).snapshot()
 
 
 def guard_crawler(

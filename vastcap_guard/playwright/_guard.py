@@ -22,9 +22,9 @@ from typing import Any, TypeVar, cast
 
 from ..config import DEFAULT_INTERVAL, DEFAULT_MAX_FAILURES, DEFAULT_TIMEOUT, GuardConfig
 from ..errors import GuardError
-from ..forecast import Forecast
 from ..guard import Guard
 from ..run import GuardedRun
+from ..scope import RunState, build_config
 from ..wording import PYTHON_NAMES, Wording
 from . import _hooks
 from ._browsers import Browsers
@@ -153,7 +153,7 @@ class _Scope:
             self.browsers.close_all(error)
 
 
-class PlaywrightGuard:
+class PlaywrightGuard(RunState):
     """What :func:`guard` returns: a decorator and a (sync or async) context manager.
 
     Each call of a decorated function and each ``with`` block is a separate guarded run with its
@@ -231,36 +231,11 @@ class PlaywrightGuard:
         """
         return self._scope().watch(browser_or_context)
 
-    def _run(self) -> GuardedRun | None:
+    def _latest_run(self) -> GuardedRun | None:
         try:
             return self._scope(last=True).run
         except RuntimeError:
             return None
-
-    @property
-    def tripped(self) -> GuardError | None:
-        """The error the current (or last) run stopped with, if any."""
-        run = self._run()
-        return run.tripped if run is not None else None
-
-    @property
-    def balance(self) -> Decimal | None:
-        """The last balance read in the current (or last) run."""
-        run = self._run()
-        return run.balance if run is not None else None
-
-    @property
-    def forecast(self) -> Forecast:
-        """Spend per minute and minutes left in the current (or last) run (``state='unknown'`` until
-        enough readings; see :class:`vastcap_guard.forecast.Forecast`)."""
-        run = self._run()
-        return run.forecast if run is not None else Guard(self.config).forecast
-
-    def snapshot(self) -> dict[str, object]:
-        """Counters of the current (or last) run: balance, balance_start, spent, checks,
-        check_failures, tripped, spend_per_minute, minutes_left (rounded for people)."""
-        run = self._run()
-        return run.snapshot() if run is not None else Guard(self.config).snapshot()
 
 
 def guard(
@@ -287,9 +262,7 @@ def guard(
     interval for every process on the key, fleet-wide stops and spend). Bad values raise
     :class:`~vastcap_guard.ConfigError` naming the parameter.
     """
-    if callable(api_key):
-        raise TypeError("Use the decorator with parentheses: @guard() or @guard(api_key=...).")
-    config = GuardConfig.build(
+    config = build_config(
         api_key,
         api_url=api_url,
         interval=interval,
@@ -301,6 +274,5 @@ def guard(
         warn_minutes=warn_minutes,
         require_preflight=require_preflight,
         shared_state=shared_state,
-        names=PYTHON_NAMES,
     )
     return PlaywrightGuard(config)
