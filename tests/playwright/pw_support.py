@@ -18,11 +18,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from browser_support import HangingPage, set_balance_when, wait_until  # noqa: F401 - imported from here
 
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
 GUARDED_SCRIPT = Path(__file__).with_name("guarded_script.py")
@@ -92,13 +91,7 @@ def chromium_descendants() -> list[int]:
     return found
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+
 
 
 def assert_gone(marker: str) -> None:
@@ -120,63 +113,3 @@ def run_guarded_script(cfg: dict[str, Any], timeout: float = 120) -> tuple[dict[
 
 def exit_noise(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if any(n in line for n in EXIT_NOISE)]
-
-
-def set_balance_when(event: threading.Event, sandbox: Any, key: str, balance: object) -> threading.Thread:
-    """Set ``key``'s balance once ``event`` is set (the script is then busy), from another thread."""
-
-    def run() -> None:
-        if event.wait(30):
-            sandbox.set_balance(key, balance)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-
-class HangingPage:
-    """Serves ``/hang``: headers and half a body, then nothing until released (load never fires)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.reached = threading.Event()
-        page = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path != "/hang":
-                    body = b"<html><body>ok</body></html>"
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                try:
-                    self.wfile.write(b"<html><body><p>loading")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                page.reached.set()
-                page.release.wait(60)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hang"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()

@@ -17,14 +17,13 @@ import os
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browser_support import HangingPage, set_balance_when, wait_until  # noqa: F401 - imported from here
 
 from vastcap_guard.poller import active_pollers
 from vastcap_guard.site import LocalSite
@@ -117,13 +116,7 @@ def describe(pids: list[int]) -> list[str]:
     return out
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
+
 
 
 def stop_threads() -> list[threading.Thread]:
@@ -131,65 +124,6 @@ def stop_threads() -> list[threading.Thread]:
             if t.name.startswith(("vastcap-guard-poller", "vastcap-guard-selenium"))]
 
 
-# -- a page that never finishes loading -------------------------------------------------------------
-class HangingPage:
-    """Serves ``/hang``: headers and half a body, then nothing until released (load never fires)."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.reached = threading.Event()
-        page = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path != "/hang":
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                try:
-                    self.wfile.write(b"<html><body><p>loading")
-                    self.wfile.flush()
-                except OSError:
-                    return
-                page.reached.set()
-                page.release.wait(60)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hang"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def set_balance_when(event: threading.Event, sandbox: Any, key: str, balance: object) -> threading.Thread:
-    """Set ``key``'s balance once ``event`` is set (the script is then busy), from another thread."""
-
-    def run() -> None:
-        if event.wait(30):
-            sandbox.set_balance(key, balance)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-# -- a chromedriver as a remote end -----------------------------------------------------------------
 class RemoteEnd:
     """A chromedriver on a free loopback port, for ``webdriver.Remote``."""
 
