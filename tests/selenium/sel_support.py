@@ -80,11 +80,23 @@ def _chromium_like() -> dict[int, bytes]:
     return found
 
 
+def _own_session() -> None:
+    """Under pytest-xdist, put this worker in a session of its own (once): the workers share the
+    session of the pytest that started them, and the browsers another worker starts (the
+    Playwright tests) would otherwise count as this test's processes."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.getsid(0) != os.getpid():
+        try:
+            os.setsid()
+        except OSError:  # already a process group leader: it keeps the shared session
+            pass
+
+
 class Processes:
     """The Chromium and chromedriver processes one test started."""
 
     def __init__(self, token: str) -> None:
         self.token = f"{TOKEN_VAR}={token}".encode()
+        _own_session()
         self.sid = os.getsid(0)
         self.before = set(_chromium_like())
 
