@@ -163,6 +163,19 @@ def nothing_left_behind() -> Iterator[None]:
     assert active_pollers() <= pollers
 
 
+@pytest.fixture(scope="module", name="site")
+def site_fixture() -> Iterator[LocalSite]:
+    """A 40-page local site for a test module (a module that needs another size defines its own)."""
+    with LocalSite(pages=40) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True, name="fresh_site")
+def fresh_site_fixture(site: LocalSite) -> None:
+    """Each test counts only its own requests to the module's site."""
+    site.reset()
+
+
 def guard_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno == level and r.name.startswith("vastcap_guard")]
 

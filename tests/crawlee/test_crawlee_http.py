@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,12 +19,14 @@ from cr_support import (
     assert_no_traceback,
     follow_links,
     fresh_queue,
+    fresh_site_fixture,  # noqa: F401
     guard_records,
     held_lines,
     make_crawler,
     nothing_left_behind,  # noqa: F401
     path_of,
     pinned,
+    site_fixture,  # noqa: F401
     site_paths,
     until,
 )
@@ -44,17 +45,6 @@ from vastcap_guard.sandbox import Sandbox
 from vastcap_guard.site import LocalSite
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("nothing_left_behind")]
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[LocalSite]:
-    with LocalSite(pages=40) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _fresh_site(site: LocalSite) -> None:
-    site.reset()
 
 
 # -- pre-flight ---------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from cr_support import (
     assert_no_traceback,
     follow_links,
     fresh_queue,
+    fresh_site_fixture,  # noqa: F401
     guard_records,
     held_lines,
     make_crawler,
@@ -42,11 +43,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="session"),
 def site() -> Iterator[LocalSite]:
     with LocalSite(pages=14) as s:
         yield s
-
-
-@pytest.fixture(autouse=True)
-def _fresh_site(site: LocalSite) -> None:
-    site.reset()
 
 
 @pytest.fixture
