@@ -46,6 +46,8 @@ __all__ = ["GuardedRun"]
 Deliver = Callable[..., object]
 StopHook = Callable[[GuardError, bool], None]
 VerdictHook = Callable[[Verdict], None]
+#: ``call_later(delay, fn)`` on an adapter's loop, returning a function that cancels the call
+CallLater = Callable[[float, Callable[[], None]], Callable[[], None]]
 
 _runs: weakref.WeakSet[GuardedRun] = weakref.WeakSet()
 
@@ -112,6 +114,7 @@ class GuardedRun:
         self._on_fork = on_fork
         self._client_factory = client_factory
         self._sub: Subscription | None = None
+        self._cancel_pause_timer: Callable[[], None] | None = None
         self._lock = threading.Lock()
         #: the pre-flight verdict was taken (readings before it are the pre-flight's business)
         self.started = False
@@ -319,6 +322,27 @@ class GuardedRun:
         if error is not None:
             self.stop(error)
         return error
+
+    def arm_pause_timer(self, call_later: CallLater) -> None:
+        """Pause mode: stop the job when the pause outlives ``pause_timeout``, readings or not.
+
+        ``call_later(delay, fn)`` runs ``fn`` on the adapter's loop after ``delay`` seconds and
+        returns a function that cancels it. Call it when a pause begins; :meth:`cancel_pause_timer`
+        when it ends (resume, stop, the job closing)."""
+        self.cancel_pause_timer()
+
+        def fire() -> None:
+            self._cancel_pause_timer = None
+            if self.paused and self.tripped is None and self.expire_pause() is None:
+                self.arm_pause_timer(call_later)  # not quite yet (clocks): look again
+
+        left = max(0.0, self.config.pause_timeout - self.guard.paused_for())
+        self._cancel_pause_timer = call_later(left + 0.01, fire)
+
+    def cancel_pause_timer(self) -> None:
+        cancel, self._cancel_pause_timer = self._cancel_pause_timer, None
+        if cancel is not None:
+            cancel()
 
     # -- spending ------------------------------------------------------------------------------
     def needs_reading(self) -> bool:

@@ -77,7 +77,6 @@ class CrawlerGuard(RunState):
         self._active = False
         self._entering = False
         self._wake = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
         hook = getattr(crawler, "pre_navigation_hook", None)  # BasicCrawler has no navigation
         if hook is not None:
             hook(self._gate)
@@ -127,7 +126,7 @@ class CrawlerGuard(RunState):
         raise error.with_traceback(None) from exc
 
     async def _leave(self, run: GuardedRun) -> None:
-        self._cancel_timer()
+        run.cancel_pause_timer()
         if self._pool is not None:
             self._pool.resume()  # never leave the crawler's pool held
         closing = run.closing_reading()
@@ -166,35 +165,21 @@ class CrawlerGuard(RunState):
         if verdict.action is Action.PAUSE:
             if self._pool is not None:
                 self._pool.pause()
-            self._schedule_expiry(self.config.pause_timeout)
+            loop = asyncio.get_running_loop()
+            self._current().arm_pause_timer(lambda delay, fire: loop.call_later(delay, fire).cancel)
         elif verdict.action is Action.RESUME:
-            self._cancel_timer()
+            self._current().cancel_pause_timer()
             if self._pool is not None:
                 self._pool.resume()
             self._wake.set()
 
     def _on_stop(self, error: GuardError, at_start: bool) -> None:
-        self._cancel_timer()
+        self._current().cancel_pause_timer()
         self._wake.set()
         if not (at_start or self._entering):  # refused before the body: the crawler is not touched
             self.crawler.stop(WORDING.stop_reason(error))
             if self._pool is not None:
                 self._pool.resume()  # a stopped crawl ends; a held pool would not let a later run start
-
-    def _schedule_expiry(self, delay: float) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
-
-    def _expire(self) -> None:
-        self._timer = None
-        run = self._run
-        if run is not None and run.expire_pause() is None and run.paused and run.tripped is None:
-            self._schedule_expiry(max(0.01, self.config.pause_timeout - run.guard.paused_for()))
-
-    def _cancel_timer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
 
     # -- inside the block ----------------------------------------------------------------------------
     def _current(self) -> GuardedRun:

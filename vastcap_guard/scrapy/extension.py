@@ -164,7 +164,6 @@ class BalanceGuard:
         self._bad_cost_reported = False
         #: pause mode: while paused, completes at the resume (or the stop, or the close)
         self._resumed: concurrent.futures.Future[None] | None = None
-        self._cancel_pause_timer: Any = None
         self._items_dropped = 0
         crawler.signals.connect(self.spider_opened, signal=scrapy_signals.spider_opened)
         crawler.signals.connect(self.spider_closed, signal=scrapy_signals.spider_closed)
@@ -307,7 +306,8 @@ class BalanceGuard:
             gate.hold()  # the engine takes nothing more; queued requests wait in their slots
         if self._resumed is None:
             self._resumed = concurrent.futures.Future()
-        self._arm_pause_timer()
+        if self._bridge is not None and not self._closed:  # VASTCAP_PAUSE_TIMEOUT, readings or not
+            self.run.arm_pause_timer(self._bridge.call_later)
         self._send(signals.crawl_paused, error=verdict.error, at_start=not self.run.started)
 
     def _resume(self, verdict: Verdict) -> None:
@@ -317,27 +317,9 @@ class BalanceGuard:
         balance = verdict.reading.balance if verdict.reading is not None else None
         self._send(signals.crawl_resumed, balance=balance, paused_seconds=self.guard.last_pause_seconds)
 
-    def _arm_pause_timer(self) -> None:
-        """Close the crawl when the pause outlives VASTCAP_PAUSE_TIMEOUT, readings or not."""
-        if self._cancel_pause_timer is not None:
-            self._cancel_pause_timer()
-        if self._bridge is None or self._closed:
-            return
-        left = max(0.0, self.config.pause_timeout - self.guard.paused_for())
-        self._cancel_pause_timer = self._bridge.call_later(left + 0.01, self._pause_timer)
-
-    def _pause_timer(self) -> None:
-        self._cancel_pause_timer = None
-        if self._closed or not self.paused:
-            return
-        if self.run.expire_pause() is None:
-            self._arm_pause_timer()  # not quite yet (clocks): look again
-
     def _end_pause_wait(self) -> None:
         """The pause is over (resumed, stopped, or the spider is closing): wake whatever waits."""
-        if self._cancel_pause_timer is not None:
-            self._cancel_pause_timer()
-            self._cancel_pause_timer = None
+        self.run.cancel_pause_timer()
         waiting, self._resumed = self._resumed, None
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
