@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .config import GuardConfig
 from .guard import Guard
+from .scope import RunState
 
 __all__ = ["METRICS", "MetricsServer", "VastcapCollector", "serve"]
 
@@ -55,21 +56,18 @@ _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _guard_of(source: object) -> Guard | None:
-    """The :class:`Guard` behind ``source`` right now (``None``: a Playwright guard not run yet)."""
+    """The :class:`Guard` behind ``source`` right now (``None``: a guard object not run yet)."""
     if isinstance(source, Guard):
         return source
     guard = getattr(source, "guard", None)  # GuardedRun, the Scrapy BalanceGuard
     if isinstance(guard, Guard):
         return guard
-    current_run = getattr(source, "_run", None)  # PlaywrightGuard: its current (or last) run
-    if callable(current_run):
-        run = current_run()
-        guard = getattr(run, "guard", None)
-        if run is None or isinstance(guard, Guard):
-            return guard
+    if isinstance(source, RunState):  # a Playwright, Selenium or Crawlee guard: its current (or last) run
+        run = source._latest_run()
+        return run.guard if run is not None else None
     raise TypeError(
         f"VastcapCollector cannot read a {type(source).__name__}: give it a Guard, a GuardedRun, "
-        "the Scrapy get_guard(crawler) or a Playwright guard() object."
+        "the Scrapy get_guard(crawler) or the object a Playwright, Selenium or Crawlee guard returns."
     )
 
 
